@@ -1,0 +1,181 @@
+import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { Server, ServerCredentials } from "@grpc/grpc-js";
+import { Redis } from "ioredis";
+import type { Config } from "./config/config";
+import { loadRootKeys } from "./config/root-keys";
+import { loadSigningKey } from "./config/signing-key";
+import { readySodium } from "./crypto/sodium";
+import { defaultRegistry } from "./domain/categories";
+import { TokenServiceService } from "./gen/fieldvault/v1/token_service";
+import { createLogger, type Logger } from "./observability/logger";
+import { CommitQueue } from "./services/commit-queue";
+import { Keyring } from "./services/keyring";
+import { PolicyHolder } from "./services/policy-holder";
+import { createTokenization } from "./services/tokenization";
+import type { Db } from "./storage/db";
+import { createEmbeddedDb } from "./storage/embedded/pglite-db";
+import { createMemoryCvvStore } from "./storage/embedded/memory-cvv-store";
+import { createLocalRateLimiter } from "./storage/local-rate-limiter";
+import { migrate } from "./storage/migrations";
+import type { CvvStore, RateLimiter } from "./storage/ports";
+import { createPgDb } from "./storage/postgres/pg-db";
+import { findTokens } from "./storage/postgres/token-store";
+import { createRedisCvvStore } from "./storage/redis/redis-cvv-store";
+import { createRedisRateLimiter } from "./storage/redis/redis-rate-limiter";
+import type { CallHooks } from "./transport/grpc/call";
+import { tokenServiceHandlers } from "./transport/grpc/token-service";
+
+export interface Vault {
+  readonly address: string;
+  readonly port: number;
+  readonly config: Config;
+  readonly db: Db;
+  readonly log: Logger;
+  readonly policy: PolicyHolder;
+  readonly keyring: Keyring;
+  readonly commits: CommitQueue;
+  /** Stops accepting calls, lets in-flight ones finish (bounded), flushes the log, closes pools. */
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  /** Where JSON logs go (default stdout). */
+  logDestination?: import("pino").DestinationStream;
+}
+
+function redisClient(url: string): Redis {
+  return new Redis(url, {
+    // Fail fast instead of queueing while Redis is away: CVV calls answer UNAVAILABLE.
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    commandTimeout: 1000,
+    connectTimeout: 2000,
+    retryStrategy: (times) => Math.min(times * 200, 2000),
+    lazyConnect: false,
+  });
+}
+
+/** The composition root: the one place that chooses implementations and wires them together. */
+export async function startVault(config: Config, opts: StartOptions = {}): Promise<Vault> {
+  await readySodium();
+  const log = createLogger(config.logLevel, opts.logDestination);
+  const registry = defaultRegistry();
+  const policy = new PolicyHolder(config.policyFile, registry.names());
+  const roots = loadRootKeys(config);
+  const signingKey = loadSigningKey(config.signingKeyFile);
+  const cleanup: (() => Promise<unknown>)[] = [];
+
+  try {
+    const db = config.databaseUrl
+      ? createPgDb({ url: config.databaseUrl, poolSize: config.dbPoolSize })
+      : await createEmbeddedDb(config.dataDir);
+    cleanup.push(() => db.close());
+    if (db.kind === "embedded") {
+      log.warn({ dataDir: config.dataDir }, "storage: embedded PostgreSQL (PGlite) — development only; set FIELDVAULT_DATABASE_URL for production");
+    } else {
+      log.info("storage: PostgreSQL");
+    }
+    const applied = await migrate(db);
+    if (applied.length) log.info({ applied }, "migrations applied");
+
+    const keyring = await Keyring.open(db, roots, registry.names(), config.keyCacheTtlMs);
+    cleanup.push(() => keyring.close());
+
+    let cvv: CvvStore;
+    let rateLimiter: RateLimiter;
+    const localLimiter = createLocalRateLimiter();
+    let redis: Redis | undefined;
+    if (config.redisUrl) {
+      redis = redisClient(config.redisUrl);
+      redis.on("error", () => undefined); // reconnects on its own; calls fail UNAVAILABLE meanwhile
+      cleanup.push(async () => redis!.disconnect());
+      cvv = createRedisCvvStore(redis, config.redisPrefix);
+      let warned = 0;
+      rateLimiter = createRedisRateLimiter(redis, config.redisPrefix, localLimiter, () => {
+        if (Date.now() - warned > 10_000) log.warn("rate budgets: Redis unreachable, enforcing local budgets");
+        warned = Date.now();
+      });
+      log.info("cache: Redis");
+    } else {
+      cvv = createMemoryCvvStore();
+      rateLimiter = localLimiter;
+      cleanup.push(() => cvv.close());
+      log.warn("cache: in-process stand-ins for Redis (CVVs, rate budgets) — development only; set FIELDVAULT_REDIS_URL");
+    }
+
+    const commits = new CommitQueue(db, {
+      chainId: `${config.instanceId}.${randomBytes(4).toString("hex")}`,
+      signingKey,
+      checkpointEvery: config.checkpointEvery,
+      checkpointIntervalMs: config.checkpointIntervalMs,
+    });
+    const checkpointTimer = setInterval(() => void commits.checkpoint().catch(() => undefined), config.checkpointIntervalMs);
+    checkpointTimer.unref();
+
+    const tokenization = createTokenization({
+      registry,
+      policy: () => policy.get(),
+      keyring,
+      commits,
+      findTokens: (ids) => findTokens(db, ids),
+      cvv,
+      rateLimiter,
+      instanceId: config.instanceId,
+      maxBatch: config.maxBatch,
+      cvvTtlSeconds: config.cvvTtlSeconds,
+    });
+
+    const inFlight = new Set<Promise<unknown>>();
+    const hooks: CallHooks = {
+      log,
+      identity: { allowSelfAsserted: config.mode === "development" },
+      track: (p) => {
+        inFlight.add(p);
+        return p.finally(() => inFlight.delete(p));
+      },
+    };
+
+    const server = new Server({ "grpc.max_receive_message_length": 16 * 1024 * 1024 });
+    server.addService(TokenServiceService, tokenServiceHandlers(hooks, tokenization));
+
+    const credentials = config.tls
+      ? ServerCredentials.createSsl(
+          readFileSync(config.tls.caFile),
+          [{ cert_chain: readFileSync(config.tls.certFile), private_key: readFileSync(config.tls.keyFile) }],
+          true,
+        )
+      : ServerCredentials.createInsecure();
+    const port = await new Promise<number>((resolve, reject) =>
+      server.bindAsync(config.listen, credentials, (err, p) => (err ? reject(err) : resolve(p))),
+    );
+    const host = config.listen.slice(0, config.listen.lastIndexOf(":"));
+    const address = `${host}:${port}`;
+    log.info({ address, mode: config.mode, tls: !!config.tls, instanceId: config.instanceId }, "fieldvault listening");
+
+    let closing: Promise<void> | undefined;
+    const close = () =>
+      (closing ??= (async () => {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(() => {
+            server.forceShutdown();
+            resolve();
+          }, config.shutdownGraceMs);
+          server.tryShutdown(() => {
+            clearTimeout(timer);
+            resolve();
+          });
+        });
+        await Promise.allSettled([...inFlight]);
+        clearInterval(checkpointTimer);
+        await commits.close();
+        for (const fn of cleanup.reverse()) await fn().catch(() => undefined);
+        log.info("fieldvault stopped");
+      })());
+
+    return { address, port, config, db, log, policy, keyring, commits, close };
+  } catch (err) {
+    for (const fn of cleanup.reverse()) await fn().catch(() => undefined);
+    throw err;
+  }
+}

@@ -1,0 +1,66 @@
+import { random } from "./random";
+import { sodium } from "./sodium";
+
+/** Every sealed blob starts with this byte, so a future format can be told apart. */
+export const FORMAT_V1 = 0x01;
+const NONCE_BYTES = 24;
+export const KEY_BYTES = 32;
+
+/** The one error for any failure to open: wrong key, tampering, wrong AAD, bad format. */
+export class OpenError extends Error {
+  constructor() {
+    super("ciphertext could not be opened");
+    this.name = "OpenError";
+  }
+}
+
+/** XChaCha20-Poly1305-IETF; returns format byte ‖ nonce ‖ ciphertext+tag. The nonce is made here. */
+export function seal(key: Uint8Array, plaintext: Uint8Array, aad: Uint8Array): Uint8Array {
+  const nonce = random(NONCE_BYTES);
+  const ct = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, aad, null, nonce, key);
+  const blob = new Uint8Array(1 + NONCE_BYTES + ct.length);
+  blob[0] = FORMAT_V1;
+  blob.set(nonce, 1);
+  blob.set(ct, 1 + NONCE_BYTES);
+  return blob;
+}
+
+export function open(key: Uint8Array, blob: Uint8Array, aad: Uint8Array): Uint8Array {
+  if (blob.length < 1 + NONCE_BYTES + 16 || blob[0] !== FORMAT_V1) throw new OpenError();
+  try {
+    return sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
+      null,
+      blob.subarray(1 + NONCE_BYTES),
+      aad,
+      blob.subarray(1, 1 + NONCE_BYTES),
+      key,
+    );
+  } catch {
+    throw new OpenError();
+  }
+}
+
+const utf8 = new TextEncoder();
+
+/** Unambiguous AAD: a label, then each part as u16 length ‖ UTF-8 bytes. */
+export function aad(label: string, ...parts: (string | number)[]): Uint8Array {
+  const encoded = [label, ...parts.map(String)].map((p) => utf8.encode(p));
+  const out = new Uint8Array(encoded.reduce((n, p) => n + 2 + p.length, 1));
+  out[0] = FORMAT_V1;
+  let at = 1;
+  for (const p of encoded) {
+    out[at] = p.length >> 8;
+    out[at + 1] = p.length & 0xff;
+    out.set(p, at + 2);
+    at += 2 + p.length;
+  }
+  return out;
+}
+
+export function newKey(): Uint8Array {
+  return Uint8Array.from(random(KEY_BYTES));
+}
+
+export function zero(key: Uint8Array): void {
+  sodium.memzero(key);
+}

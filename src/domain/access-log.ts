@@ -1,0 +1,80 @@
+import { hash256 } from "../crypto/signing";
+
+/** How the caller proved who it is. */
+export type AuthMethod = "mtls" | "self_asserted" | "internal";
+
+/** One access-log entry before it joins a chain. Never holds a value. */
+export interface LogDraft {
+  at: Date;
+  caller: string;
+  auth: AuthMethod;
+  peer: string;
+  action: string;
+  category: string;
+  token: string;
+  purpose: string;
+  justification: string;
+  outcome: string;
+  requestId: string;
+  instanceId: string;
+  detail: string;
+}
+
+export interface ChainedEntry extends LogDraft {
+  chainId: string;
+  chainSeq: number;
+  prevHash: Uint8Array;
+  hash: Uint8Array;
+}
+
+export const GENESIS_HASH = new Uint8Array(32);
+const utf8 = new TextEncoder();
+
+/** The canonical bytes an entry's hash covers: every field, in a fixed order, JSON-encoded. */
+export function canonical(e: Omit<ChainedEntry, "prevHash" | "hash">): Uint8Array {
+  return utf8.encode(
+    JSON.stringify([
+      e.chainId,
+      e.chainSeq,
+      e.at.toISOString(),
+      e.caller,
+      e.auth,
+      e.peer,
+      e.action,
+      e.category,
+      e.token,
+      e.purpose,
+      e.justification,
+      e.outcome,
+      e.requestId,
+      e.instanceId,
+      e.detail,
+    ]),
+  );
+}
+
+/** hash = BLAKE2b-256(prev_hash ‖ canonical(entry)). */
+export function entryHash(prevHash: Uint8Array, e: Omit<ChainedEntry, "prevHash" | "hash">): Uint8Array {
+  return hash256(prevHash, canonical(e));
+}
+
+export function chain(draft: LogDraft, chainId: string, chainSeq: number, prevHash: Uint8Array): ChainedEntry {
+  const e = { ...draft, chainId, chainSeq };
+  return { ...e, prevHash, hash: entryHash(prevHash, e) };
+}
+
+/** What a checkpoint signs: the chain, the sequence it seals, that entry's hash, and when. */
+export function checkpointMessage(chainId: string, chainSeq: number, hash: Uint8Array, at: Date): Uint8Array {
+  return utf8.encode(
+    JSON.stringify(["fieldvault-checkpoint-v1", chainId, chainSeq, Buffer.from(hash).toString("hex"), at.toISOString()]),
+  );
+}
+
+export interface Checkpoint {
+  chainId: string;
+  chainSeq: number;
+  hash: Uint8Array;
+  at: Date;
+  keyId: string;
+  signature: Uint8Array;
+}

@@ -1,0 +1,42 @@
+/**
+ * Domain errors carry a closed code. `transport/grpc/status.ts` is the one place that maps
+ * codes to gRPC status. Messages must never contain a value, a token's plaintext or key material.
+ */
+export type ErrorCode =
+  | "INVALID_ARGUMENT"
+  | "UNAUTHENTICATED"
+  | "PERMISSION_DENIED"
+  | "NOT_FOUND"
+  | "FAILED_PRECONDITION"
+  | "RESOURCE_EXHAUSTED"
+  | "UNAVAILABLE"
+  | "ALREADY_EXISTS"
+  | "INTERNAL";
+
+export class VaultError extends Error {
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+  ) {
+    super(message);
+    this.name = "VaultError";
+  }
+}
+
+export const invalid = (message: string) => new VaultError("INVALID_ARGUMENT", message);
+export const denied = (message: string) => new VaultError("PERMISSION_DENIED", message);
+export const notFound = (message: string) => new VaultError("NOT_FOUND", message);
+export const precondition = (message: string) => new VaultError("FAILED_PRECONDITION", message);
+export const unavailable = (message: string) => new VaultError("UNAVAILABLE", message);
+export const unauthenticated = (message: string) => new VaultError("UNAUTHENTICATED", message);
+export const exhausted = (message: string) => new VaultError("RESOURCE_EXHAUSTED", message);
+
+/** A storage dependency failed: the caller sees UNAVAILABLE, never the driver's message. */
+export class DependencyError extends VaultError {
+  constructor(
+    readonly dependency: "postgres" | "redis",
+    readonly causeError?: unknown,
+  ) {
+    super("UNAVAILABLE", `${dependency === "postgres" ? "database" : "cache"} unavailable`);
+  }
+}

@@ -1,0 +1,138 @@
+import { newKey } from "../crypto/aead";
+import type { Kek } from "../crypto/envelope";
+import { fingerprintKey } from "../crypto/fingerprint";
+import { unwrapKek, unwrapSecret, wrapKek, wrapSecret } from "../crypto/root-key";
+import { VaultError } from "../domain/errors";
+import type { RootKeyring } from "../config/root-keys";
+import type { Db } from "../storage/db";
+import {
+  getSecret,
+  insertFirstKek,
+  insertSecret,
+  KEY_CHANGE_CHANNEL,
+  type KekRow,
+  listKekRows,
+} from "../storage/postgres/key-store";
+
+export const FINGERPRINT_SECRET = "fingerprint-master";
+
+interface Loaded extends KekRow {
+  key?: Uint8Array;
+}
+
+/**
+ * The in-memory view of every category's KEK versions, unwrapped with the root key. Refreshed on
+ * a key-change notice (LISTEN/NOTIFY) and at least every `cacheTtlMs`, so every instance uses a
+ * rotation within about a second.
+ */
+export class Keyring {
+  private byCategory = new Map<string, Loaded[]>();
+  private fpKeys = new Map<string, Uint8Array>();
+  private timer: NodeJS.Timeout | undefined;
+  private unlisten: (() => Promise<void>) | undefined;
+  private refreshing: Promise<void> | undefined;
+
+  private constructor(
+    private readonly db: Db,
+    private roots: RootKeyring,
+    private readonly categories: readonly string[],
+  ) {}
+
+  static async open(db: Db, roots: RootKeyring, categories: readonly string[], cacheTtlMs: number): Promise<Keyring> {
+    const k = new Keyring(db, roots, categories);
+    await k.bootstrap();
+    await k.refresh();
+    k.timer = setInterval(() => void k.refresh().catch(() => undefined), cacheTtlMs);
+    k.timer.unref();
+    k.unlisten = await db.listen(KEY_CHANGE_CHANNEL, () => void k.refresh().catch(() => undefined)).catch(() => undefined);
+    return k;
+  }
+
+  get rootKeys(): RootKeyring {
+    return this.roots;
+  }
+
+  /** Creates v1 of every category and the fingerprint master key on first start. */
+  private async bootstrap(): Promise<void> {
+    const root = this.roots.active;
+    const existing = new Set((await listKekRows(this.db)).map((r) => r.category));
+    for (const category of this.categories) {
+      if (existing.has(category)) continue;
+      const kek = newKey();
+      await insertFirstKek(this.db, category, wrapKek(root, category, 1, kek), root.id);
+    }
+    if (!(await getSecret(this.db, FINGERPRINT_SECRET))) {
+      await insertSecret(this.db, FINGERPRINT_SECRET, wrapSecret(root, FINGERPRINT_SECRET, newKey()), root.id);
+    }
+  }
+
+  private root(id: string | null) {
+    const r = id ? this.roots.byId.get(id) : undefined;
+    if (!r) throw new VaultError("INTERNAL", `root key ${id ?? "(none)"} is not provided; configure it to unwrap keys`);
+    return r;
+  }
+
+  /** Re-reads KEK rows; keeps unwrapped keys it already has. Concurrent calls share one read. */
+  refresh(): Promise<void> {
+    this.refreshing ??= this.load().finally(() => (this.refreshing = undefined));
+    return this.refreshing;
+  }
+
+  private async load(): Promise<void> {
+    const rows = await listKekRows(this.db);
+    const next = new Map<string, Loaded[]>();
+    for (const row of rows) {
+      const old = this.byCategory.get(row.category)?.find((o) => o.version === row.version);
+      let key: Uint8Array | undefined;
+      if (row.wrappedKey) {
+        key =
+          old?.key && old.rootKeyId === row.rootKeyId
+            ? old.key
+            : unwrapKek(this.root(row.rootKeyId), row.category, row.version, row.wrappedKey);
+      }
+      const list = next.get(row.category) ?? [];
+      list.push({ ...row, key });
+      next.set(row.category, list);
+    }
+    if (this.fpKeys.size === 0) {
+      const secret = await getSecret(this.db, FINGERPRINT_SECRET);
+      if (!secret) throw new VaultError("INTERNAL", "fingerprint key missing");
+      const master = unwrapSecret(this.root(secret.rootKeyId), FINGERPRINT_SECRET, secret.wrapped);
+      for (const c of this.categories) this.fpKeys.set(c, fingerprintKey(master, c));
+    }
+    this.byCategory = next;
+  }
+
+  /** The version that encrypts new values. */
+  active(category: string): Kek {
+    const v = this.byCategory.get(category)?.find((r) => r.state === "active");
+    if (!v?.key) throw new VaultError("FAILED_PRECONDITION", `category ${category} has no active key`);
+    return { version: v.version, key: v.key };
+  }
+
+  /** The version that wrapped a stored DEK; refuses disabled and destroyed versions. */
+  forDecrypt(category: string, version: number): Kek {
+    const v = this.byCategory.get(category)?.find((r) => r.version === version);
+    if (!v) throw new VaultError("INTERNAL", "unknown key version");
+    if (v.state === "disabled") throw new VaultError("FAILED_PRECONDITION", `key version ${version} of ${category} is disabled`);
+    if (v.state === "destroyed" || !v.key) {
+      throw new VaultError("FAILED_PRECONDITION", `key version ${version} of ${category} was destroyed; the value is unrecoverable`);
+    }
+    return { version: v.version, key: v.key };
+  }
+
+  fingerprintKey(category: string): Uint8Array {
+    const k = this.fpKeys.get(category);
+    if (!k) throw new VaultError("INTERNAL", "no fingerprint key for category");
+    return k;
+  }
+
+  versions(category: string): readonly Omit<Loaded, "key" | "wrappedKey">[] {
+    return (this.byCategory.get(category) ?? []).map(({ key: _k, wrappedKey: _w, ...rest }) => rest);
+  }
+
+  async close(): Promise<void> {
+    if (this.timer) clearInterval(this.timer);
+    await this.unlisten?.();
+  }
+}

@@ -1,0 +1,24 @@
+import type { RateLimiter } from "./ports";
+
+/** Fixed one-minute windows in process memory. Used alone in development and as Redis's fallback. */
+export function createLocalRateLimiter(share = 1, now: () => number = Date.now): RateLimiter {
+  const windows = new Map<string, { minute: number; used: number }>();
+  return {
+    async take(key, limitPerMinute, n) {
+      const minute = Math.floor(now() / 60_000);
+      let w = windows.get(key);
+      if (!w || w.minute !== minute) {
+        if (windows.size > 10_000) windows.clear();
+        w = { minute, used: 0 };
+        windows.set(key, w);
+      }
+      const limit = Math.max(1, Math.floor(limitPerMinute * share));
+      const allowed = Math.max(0, Math.min(n, limit - w.used));
+      w.used += allowed;
+      return allowed;
+    },
+    async close() {
+      windows.clear();
+    },
+  };
+}

@@ -1,0 +1,154 @@
+import type { Db } from "./db";
+
+/** Versioned schema changes, applied in order at start-up under an advisory lock. Never edit one that shipped. */
+export const MIGRATIONS: readonly { version: number; name: string; sql: string }[] = [
+  {
+    version: 1,
+    name: "keys, tokens, subjects",
+    sql: `
+      CREATE TABLE kek_versions (
+        category text NOT NULL,
+        version integer NOT NULL,
+        state text NOT NULL CHECK (state IN ('active', 'decrypt_only', 'disabled', 'destroyed')),
+        wrapped_key bytea,
+        root_key_id text,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        state_changed_at timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (category, version),
+        CHECK ((state = 'destroyed') = (wrapped_key IS NULL))
+      );
+      CREATE UNIQUE INDEX kek_versions_one_active ON kek_versions (category) WHERE state = 'active';
+
+      CREATE TABLE vault_secrets (
+        name text PRIMARY KEY,
+        wrapped bytea NOT NULL,
+        root_key_id text NOT NULL,
+        created_at timestamptz NOT NULL DEFAULT now()
+      );
+
+      CREATE TABLE tokens (
+        id text PRIMARY KEY,
+        category text NOT NULL,
+        kek_version integer NOT NULL,
+        wrapped_dek bytea NOT NULL,
+        ciphertext bytea NOT NULL,
+        fingerprint bytea,
+        masked jsonb NOT NULL,
+        held_without_subject boolean NOT NULL DEFAULT false,
+        created_at timestamptz NOT NULL DEFAULT now(),
+        expires_at timestamptz
+      );
+      CREATE UNIQUE INDEX tokens_category_fingerprint ON tokens (category, fingerprint) WHERE fingerprint IS NOT NULL;
+      CREATE INDEX tokens_category_kek_version ON tokens (category, kek_version);
+
+      CREATE TABLE token_subjects (
+        subject_ref text NOT NULL,
+        token_id text NOT NULL REFERENCES tokens (id) ON DELETE CASCADE,
+        PRIMARY KEY (subject_ref, token_id)
+      );
+      CREATE INDEX token_subjects_token ON token_subjects (token_id);
+    `,
+  },
+  {
+    version: 2,
+    name: "append-only access log and signed checkpoints",
+    sql: `
+      CREATE TABLE access_log (
+        seq bigserial PRIMARY KEY,
+        chain_id text NOT NULL,
+        chain_seq bigint NOT NULL,
+        at timestamptz NOT NULL,
+        caller text NOT NULL,
+        auth text NOT NULL,
+        peer text NOT NULL,
+        action text NOT NULL,
+        category text NOT NULL,
+        token text NOT NULL,
+        purpose text NOT NULL,
+        justification text NOT NULL,
+        outcome text NOT NULL,
+        request_id text NOT NULL,
+        instance_id text NOT NULL,
+        detail text NOT NULL,
+        prev_hash bytea NOT NULL,
+        hash bytea NOT NULL,
+        UNIQUE (chain_id, chain_seq)
+      );
+      CREATE INDEX access_log_caller_at ON access_log (caller, at DESC, seq DESC);
+      CREATE INDEX access_log_token_at ON access_log (token, at DESC, seq DESC) WHERE token <> '';
+      CREATE INDEX access_log_at ON access_log (at DESC, seq DESC);
+
+      CREATE TABLE log_checkpoints (
+        id bigserial PRIMARY KEY,
+        chain_id text NOT NULL,
+        chain_seq bigint NOT NULL,
+        hash bytea NOT NULL,
+        at timestamptz NOT NULL,
+        key_id text NOT NULL,
+        signature bytea NOT NULL
+      );
+      CREATE INDEX log_checkpoints_chain ON log_checkpoints (chain_id, chain_seq);
+
+      CREATE FUNCTION fieldvault_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN
+        RAISE EXCEPTION 'fieldvault: % is append-only', TG_TABLE_NAME;
+      END $$;
+      CREATE TRIGGER access_log_append_only BEFORE UPDATE OR DELETE ON access_log
+        FOR EACH ROW EXECUTE FUNCTION fieldvault_append_only();
+      CREATE TRIGGER access_log_no_truncate BEFORE TRUNCATE ON access_log
+        FOR EACH STATEMENT EXECUTE FUNCTION fieldvault_append_only();
+      CREATE TRIGGER log_checkpoints_append_only BEFORE UPDATE OR DELETE ON log_checkpoints
+        FOR EACH ROW EXECUTE FUNCTION fieldvault_append_only();
+      CREATE TRIGGER log_checkpoints_no_truncate BEFORE TRUNCATE ON log_checkpoints
+        FOR EACH STATEMENT EXECUTE FUNCTION fieldvault_append_only();
+    `,
+  },
+  {
+    version: 3,
+    name: "two-person key destruction requests",
+    sql: `
+      CREATE TABLE destroy_requests (
+        id text PRIMARY KEY,
+        category text NOT NULL,
+        version integer NOT NULL,
+        crypto_shred boolean NOT NULL,
+        requested_by text NOT NULL,
+        requested_at timestamptz NOT NULL DEFAULT now(),
+        approved_by text,
+        approved_at timestamptz
+      );
+    `,
+  },
+];
+
+const MIGRATION_LOCK = 0x66766d67; // "fvmg"
+
+/** Applies pending migrations; safe with several instances starting at once. Returns the versions applied. */
+export async function migrate(db: Db): Promise<number[]> {
+  return db.withAdvisoryLock(MIGRATION_LOCK, async (session) => {
+    await session.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
+      version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
+    const { rows } = await session.query<{ version: number }>("SELECT version FROM schema_migrations");
+    const done = new Set(rows.map((r) => r.version));
+    const applied: number[] = [];
+    for (const m of MIGRATIONS) {
+      if (done.has(m.version)) continue;
+      await session.query("BEGIN");
+      try {
+        await session.query(m.sql);
+        await session.query("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)", [m.version, m.name]);
+        await session.query("COMMIT");
+      } catch (err) {
+        await session.query("ROLLBACK").catch(() => undefined);
+        throw err;
+      }
+      applied.push(m.version);
+    }
+    return applied;
+  });
+}
+
+export async function schemaVersion(db: Db): Promise<number> {
+  const { rows } = await db.query<{ v: number | null }>("SELECT max(version) AS v FROM schema_migrations");
+  return rows[0]?.v ?? 0;
+}

@@ -1,0 +1,79 @@
+import type { sendUnaryData, ServerUnaryCall, ServerWritableStream } from "@grpc/grpc-js";
+import { status } from "@grpc/grpc-js";
+import type { CallContext } from "../../domain/context";
+import { newRequestId } from "../../domain/context";
+import type { Logger } from "../../observability/logger";
+import { type IdentityOptions, identify } from "./identity";
+import { statusName, toServiceError } from "./status";
+
+/** Hooks the composition root gives every handler: logging, metrics, in-flight tracking. */
+export interface CallHooks {
+  log: Logger;
+  identity: IdentityOptions;
+  onDone?: (e: { method: string; code: string; seconds: number; identity?: string }) => void;
+  track?: <T>(p: Promise<T>) => Promise<T>;
+}
+
+function finish(hooks: CallHooks, method: string, started: number, ctx: CallContext | undefined, code: status, requestId: string, err?: unknown) {
+  const seconds = (performance.now() - started) / 1000;
+  const name = statusName(code);
+  hooks.onDone?.({ method, code: name, seconds, identity: ctx?.identity });
+  const line = { requestId, caller: ctx?.identity, method, status: name, durationMs: Math.round(seconds * 1000 * 10) / 10 };
+  if (code === status.INTERNAL) hooks.log.error({ ...line, err: err instanceof Error ? { name: err.name, message: err.message } : undefined }, "call failed");
+  else hooks.log.info(line, "call");
+}
+
+/** A unary handler: identify → run → respond, with one error mapping and one log line per call. */
+export function unary<Req, Res>(hooks: CallHooks, method: string, run: (ctx: CallContext, req: Req) => Promise<Res>) {
+  return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
+    const started = performance.now();
+    let ctx: CallContext | undefined;
+    const work = (async () => {
+      try {
+        ctx = identify(call, hooks.identity);
+        const res = await run(ctx, call.request);
+        finish(hooks, method, started, ctx, status.OK, ctx.requestId);
+        callback(null, res);
+      } catch (err) {
+        const requestId = ctx?.requestId ?? (err as { requestId?: string }).requestId ?? newRequestId();
+        const e = toServiceError(err, requestId);
+        finish(hooks, method, started, ctx, e.code, requestId, err);
+        callback(e);
+      }
+    })();
+    void (hooks.track ? hooks.track(work) : work);
+  };
+}
+
+/** A server-streaming handler: `run` writes messages; errors end the stream with a mapped status. */
+export function serverStream<Req, Res>(
+  hooks: CallHooks,
+  method: string,
+  run: (ctx: CallContext, req: Req, write: (msg: Res) => Promise<void>, cancelled: () => boolean) => Promise<void>,
+) {
+  return (call: ServerWritableStream<Req, Res>): void => {
+    const started = performance.now();
+    let ctx: CallContext | undefined;
+    let cancelled = false;
+    call.on("cancelled", () => (cancelled = true));
+    const write = (msg: Res) =>
+      new Promise<void>((resolve) => {
+        if (call.write(msg)) resolve();
+        else call.once("drain", () => resolve());
+      });
+    const work = (async () => {
+      try {
+        ctx = identify(call, hooks.identity);
+        await run(ctx, call.request, write, () => cancelled);
+        finish(hooks, method, started, ctx, status.OK, ctx.requestId);
+        call.end();
+      } catch (err) {
+        const requestId = ctx?.requestId ?? (err as { requestId?: string }).requestId ?? newRequestId();
+        const e = toServiceError(err, requestId);
+        finish(hooks, method, started, ctx, e.code, requestId, err);
+        call.destroy(Object.assign(new Error(e.details), e));
+      }
+    })();
+    void (hooks.track ? hooks.track(work) : work);
+  };
+}

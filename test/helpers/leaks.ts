@@ -1,0 +1,27 @@
+import type { Queryable } from "../../src/storage/db";
+
+/**
+ * Everything PostgreSQL holds in the public schema, as text: every row of every table as JSON.
+ * bytea columns appear as \x-hex; `contains` looks for a canary both as text (outside hex blobs)
+ * and as the hex of its UTF-8 bytes (inside them).
+ */
+export async function dumpDatabase(db: Queryable): Promise<string> {
+  const { rows: tables } = await db.query<{ table_name: string }>(
+    "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
+  );
+  const parts: string[] = [];
+  for (const { table_name } of tables) {
+    const { rows } = await db.query<{ j: string }>(`SELECT row_to_json(t)::text AS j FROM "${table_name}" t`, []);
+    parts.push(`== ${table_name}`, ...rows.map((r) => r.j));
+  }
+  return parts.join("\n");
+}
+
+const HEX_BLOB = /\\\\x[0-9a-f]*/g;
+
+export function containsCanary(dump: string, canary: string): boolean {
+  const text = dump.replace(HEX_BLOB, "");
+  if (text.includes(canary)) return true;
+  const hex = Buffer.from(canary, "utf8").toString("hex");
+  return (dump.match(HEX_BLOB) ?? []).some((blob) => blob.includes(hex));
+}
