@@ -6,6 +6,15 @@ import type { NewToken } from "../storage/ports";
 import { insertTokens } from "../storage/postgres/token-store";
 import { insertCheckpoint, insertLogEntries } from "../storage/postgres/log-store";
 
+/**
+ * Whatever stopped a commit, the caller learns only that the log (and so the call) could not be
+ * made durable: fail closed with UNAVAILABLE. Domain errors raised by a job's own work pass through.
+ */
+function asUnavailable(err: unknown): unknown {
+  if (err instanceof VaultError && err.code !== "INTERNAL") return err;
+  return Object.assign(new VaultError("UNAVAILABLE", "access log unavailable: nothing was revealed or stored"), { cause: err });
+}
+
 export interface CommitJob<T> {
   /** New tokens to store (deterministic ones may resolve to an existing id). */
   tokens?: readonly NewToken[];
@@ -90,9 +99,9 @@ export class CommitQueue {
     } catch (err) {
       if (batch.length > 1 && !isOutage(err) && !(err instanceof VaultError)) {
         // A statement failed for one job's data: isolate it instead of failing its neighbours.
-        for (const p of batch) await this.flush([p]).catch((e) => p.reject(e));
+        for (const p of batch) await this.flush([p]).catch((e) => p.reject(asUnavailable(e)));
       } else {
-        for (const p of batch) p.reject(err);
+        for (const p of batch) p.reject(asUnavailable(err));
       }
     }
   }
