@@ -1,0 +1,109 @@
+import { newKey, open, OpenError, seal, aad } from "../../src/crypto/aead";
+import { openValue, rewrapDek, sealValue } from "../../src/crypto/envelope";
+import { fingerprint, fingerprintKey } from "../../src/crypto/fingerprint";
+import { rootKeyId, unwrapKek, wrapKek } from "../../src/crypto/root-key";
+import { readySodium } from "../../src/crypto/sodium";
+import { isWellFormedToken, newToken } from "../../src/crypto/tokens";
+
+const utf8 = new TextEncoder();
+
+beforeAll(() => readySodium());
+
+describe("aead", () => {
+  const key = () => newKey();
+  const blobOf = (k: Uint8Array) => seal(k, utf8.encode("4111111111111111"), aad("value", "tok_a", "card_number"));
+
+  it("opens what it sealed, with a format byte and a fresh nonce each time", () => {
+    const k = key();
+    const a = blobOf(k);
+    const b = blobOf(k);
+    expect(a[0]).toBe(1);
+    expect(Buffer.from(a).equals(Buffer.from(b))).toBe(false);
+    expect(new TextDecoder().decode(open(k, a, aad("value", "tok_a", "card_number")))).toBe("4111111111111111");
+  });
+
+  const tampered: [string, (b: Uint8Array) => Uint8Array][] = [
+    ["a flipped ciphertext byte", (b) => { const c = Uint8Array.from(b); c[c.length - 3]! ^= 1; return c; }],
+    ["a flipped nonce byte", (b) => { const c = Uint8Array.from(b); c[5]! ^= 0x80; return c; }],
+    ["a truncated blob", (b) => b.subarray(0, b.length - 1)],
+    ["a blob shorter than a header", (b) => b.subarray(0, 10)],
+    ["an unknown format byte", (b) => { const c = Uint8Array.from(b); c[0] = 2; return c; }],
+    ["an empty blob", () => new Uint8Array(0)],
+    ["a huge appended tail", (b) => { const c = new Uint8Array(b.length + 1_000_000); c.set(b); return c; }],
+  ];
+  it.each(tampered)("refuses %s with the one opaque error", (_n, mutate) => {
+    const k = key();
+    const blob = mutate(blobOf(k));
+    expect(() => open(k, blob, aad("value", "tok_a", "card_number"))).toThrow(OpenError);
+  });
+
+  it("refuses the wrong key and the wrong AAD (another row, another category)", () => {
+    const k = key();
+    const blob = blobOf(k);
+    expect(() => open(key(), blob, aad("value", "tok_a", "card_number"))).toThrow(OpenError);
+    expect(() => open(k, blob, aad("value", "tok_b", "card_number"))).toThrow(OpenError);
+    expect(() => open(k, blob, aad("value", "tok_a", "passport_number"))).toThrow(OpenError);
+    expect(() => open(k, blob, aad("dek", "tok_a", "card_number"))).toThrow(OpenError);
+  });
+
+  it("encodes AAD parts unambiguously", () => {
+    expect(Buffer.from(aad("v", "ab", "c")).equals(Buffer.from(aad("v", "a", "bc")))).toBe(false);
+  });
+});
+
+describe("envelope", () => {
+  const kek1 = { version: 1, key: newKey() };
+  const kek2 = { version: 2, key: newKey() };
+
+  it("binds the value to its token and category, and the DEK to the KEK version", () => {
+    const sealed = sealValue(kek1, "tok_x", "email", utf8.encode("a@b.co"));
+    expect(new TextDecoder().decode(openValue(kek1, "tok_x", "email", sealed))).toBe("a@b.co");
+    expect(() => openValue(kek1, "tok_y", "email", sealed)).toThrow(OpenError);
+    expect(() => openValue(kek1, "tok_x", "phone", sealed)).toThrow(OpenError);
+    expect(() => openValue(kek2, "tok_x", "email", { ...sealed, kekVersion: 2 })).toThrow(OpenError);
+    expect(() => openValue(kek1, "tok_x", "email", { ...sealed, kekVersion: 2 })).toThrow(OpenError);
+  });
+
+  it("rewraps only the DEK: the value ciphertext is unchanged and opens under the new version", () => {
+    const sealed = sealValue(kek1, "tok_r", "address", utf8.encode("1 Main St"));
+    const wrappedDek = rewrapDek(kek1, kek2, "tok_r", "address", sealed.wrappedDek);
+    const moved = { ...sealed, kekVersion: 2, wrappedDek };
+    expect(new TextDecoder().decode(openValue(kek2, "tok_r", "address", moved))).toBe("1 Main St");
+    expect(() => rewrapDek(kek2, kek1, "tok_r", "address", sealed.wrappedDek)).toThrow(OpenError);
+  });
+});
+
+describe("root key and fingerprints", () => {
+  it("binds a wrapped KEK to category, version and root key id", () => {
+    const rk = newKey();
+    const root = { id: rootKeyId(rk), key: rk };
+    const kek = newKey();
+    const w = wrapKek(root, "card_number", 3, kek);
+    expect(Buffer.from(unwrapKek(root, "card_number", 3, w)).equals(Buffer.from(kek))).toBe(true);
+    expect(() => unwrapKek(root, "card_number", 4, w)).toThrow(OpenError);
+    expect(() => unwrapKek(root, "email", 3, w)).toThrow(OpenError);
+    expect(() => unwrapKek({ id: "rk_other", key: rk }, "card_number", 3, w)).toThrow(OpenError);
+    expect(root.id).toMatch(/^rk_[0-9a-f]{16}$/);
+  });
+
+  it("fingerprints are keyed per category and deterministic", () => {
+    const master = newKey();
+    const v = utf8.encode("4111111111111111");
+    const a = fingerprint(fingerprintKey(master, "card_number"), v);
+    expect(Buffer.from(a).equals(Buffer.from(fingerprint(fingerprintKey(master, "card_number"), v)))).toBe(true);
+    expect(Buffer.from(a).equals(Buffer.from(fingerprint(fingerprintKey(master, "passport_number"), v)))).toBe(false);
+    expect(Buffer.from(a).equals(Buffer.from(fingerprint(fingerprintKey(newKey(), "card_number"), v)))).toBe(false);
+  });
+});
+
+describe("tokens", () => {
+  it("are tok_ + 22 base62 chars and never repeat", () => {
+    const seen = new Set<string>();
+    for (let i = 0; i < 20000; i++) {
+      const t = newToken();
+      expect(isWellFormedToken(t)).toBe(true);
+      seen.add(t);
+    }
+    expect(seen.size).toBe(20000);
+  });
+});
