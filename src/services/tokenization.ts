@@ -4,7 +4,7 @@ import { isWellFormedToken, newToken } from "../crypto/tokens";
 import type { LogDraft } from "../domain/access-log";
 import type { CategoryRegistry, MaskedView } from "../domain/categories";
 import type { CallContext } from "../domain/context";
-import { denied, invalid, VaultError } from "../domain/errors";
+import { DependencyError, denied, invalid, VaultError } from "../domain/errors";
 import type { Policy } from "../domain/policy";
 import type { Queryable } from "../storage/db";
 import type { CvvRecord, CvvStore, NewToken, RateLimiter, TokenRecord } from "../storage/ports";
@@ -28,6 +28,8 @@ export interface TokenizationDeps {
   maxBatch: number;
   cvvTtlSeconds: number;
   now?: () => Date;
+  /** Told about each detokenize item once its log entry committed (metrics); never given a value. */
+  onDetokenized?: (e: { identity: string; category: string; purpose: string; outcome: string }) => void;
 }
 
 export interface TokenizedField {
@@ -191,15 +193,27 @@ export function createTokenization(deps: TokenizationDeps) {
     });
   }
 
-  /** Finds tokens in PostgreSQL, then the rest among CVVs (without consuming them). */
-  async function lookup(tokens: readonly string[]): Promise<Map<string, Found>> {
+  /**
+   * Finds tokens in PostgreSQL, then the rest among CVVs (without consuming them). With
+   * `tolerateCacheOutage`, a Redis outage fails only the tokens PostgreSQL did not know
+   * (`cacheDown`), so every other category keeps working.
+   */
+  async function lookup(
+    tokens: readonly string[],
+    tolerateCacheOutage = false,
+  ): Promise<Map<string, Found> & { cacheDown?: boolean }> {
     const wellFormed = [...new Set(tokens.filter(isWellFormedToken))];
-    const found = new Map<string, Found>();
+    const found: Map<string, Found> & { cacheDown?: boolean } = new Map<string, Found>();
     for (const [id, r] of await deps.findTokens(wellFormed)) found.set(id, { ...r, inRedis: false });
     const rest = wellFormed.filter((t) => !found.has(t));
     if (rest.length) {
-      for (const [id, r] of await deps.cvv.peek(rest)) {
-        found.set(id, { ...r, category: "card_cvv", inRedis: true });
+      try {
+        for (const [id, r] of await deps.cvv.peek(rest)) {
+          found.set(id, { ...r, category: "card_cvv", inRedis: true });
+        }
+      } catch (err) {
+        if (!tolerateCacheOutage || !(err instanceof DependencyError)) throw err;
+        found.cacheDown = true;
       }
     }
     return found;
@@ -215,7 +229,7 @@ export function createTokenization(deps: TokenizationDeps) {
       checkText("justification", req.justification, false);
       const policy = deps.policy();
       const at = now();
-      const found = await lookup(req.tokens);
+      const found = await lookup(req.tokens, true);
 
       // Decide each item: existence, policy, expiry; then rate budgets per category.
       type Pending = { i: number; f: Found };
@@ -228,6 +242,7 @@ export function createTokenization(deps: TokenizationDeps) {
       const allowedByCategory = new Map<string, Pending[]>();
       req.tokens.forEach((token, i) => {
         const f = found.get(token);
+        if (!f && found.cacheDown && isWellFormedToken(token)) return fail(i, "", "UNAVAILABLE", "token store unavailable", "unavailable");
         if (!f) return fail(i, "", "NOT_FOUND", "unknown or erased token");
         if (!policy.isPurpose(req.purpose) || !policy.canDetokenize(ctx.identity, f.category, req.purpose)) {
           return fail(i, f.category, "PERMISSION_DENIED", `purpose ${policy.isPurpose(req.purpose) ? req.purpose : "(undeclared)"} does not allow ${f.category} for this caller`);
@@ -278,6 +293,7 @@ export function createTokenization(deps: TokenizationDeps) {
           }),
         ),
       );
+      results.forEach((r, i) => deps.onDetokenized?.({ identity: ctx.identity, category: r.category, purpose: req.purpose, outcome: outcomes[i]! }));
       return results;
     });
   }
