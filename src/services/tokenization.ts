@@ -110,7 +110,7 @@ export function createTokenization(deps: TokenizationDeps) {
       await requireKnownCaller(ctx);
       return await body();
     } catch (err) {
-      if (err instanceof VaultError && ["PERMISSION_DENIED", "INVALID_ARGUMENT"].includes(err.code) && !(err as { logged?: boolean }).logged) {
+      if (err instanceof VaultError && (err.code === "PERMISSION_DENIED" || err.code === "INVALID_ARGUMENT")) {
         return refuse(ctx, action, err);
       }
       throw err;
