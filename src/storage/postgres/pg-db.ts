@@ -40,6 +40,10 @@ export function createPgDb(opts: PgOptions): Db {
   pool.on("error", () => {
     /* an idle client died (e.g. server restart); the pool replaces it */
   });
+  // A checked-out client (transaction, advisory lock) has no pool listener: without this, the server
+  // going away mid-transaction emits an unhandled 'error' and kills the process. Its queries still
+  // fail (→ UNAVAILABLE) and release() drops the dead client.
+  pool.on("connect", (client) => client.on("error", () => undefined));
   const base = queryable(pool);
 
   async function connect(): Promise<pg.PoolClient> {
