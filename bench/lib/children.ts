@@ -1,0 +1,58 @@
+import { type ChildProcess, fork } from "node:child_process";
+import { join } from "node:path";
+import type { LoadJob, LoadResult } from "../load";
+
+const BENCH_DIR = join(__dirname, "..");
+
+export interface Child {
+  proc: ChildProcess;
+  address: string;
+  stop(): Promise<void>;
+}
+
+/** Starts a bench server (vault or no-op) in its own process; resolves once it listens. */
+export function startServer(script: string, env: NodeJS.ProcessEnv, nodeArgs: string[] = []): Promise<Child> {
+  return new Promise((resolve, reject) => {
+    const proc = fork(join(BENCH_DIR, script), [], {
+      execArgv: ["--import", "tsx", ...nodeArgs],
+      env,
+      // Server logs (one JSON line a call) are written, as in production, but not kept.
+      stdio: ["ignore", "ignore", "inherit", "ipc"],
+    });
+    const onExit = (code: number | null) => reject(new Error(`${script} exited with ${code} before it was ready`));
+    proc.once("exit", onExit);
+    proc.once("error", reject);
+    proc.once("message", (m: { ready?: boolean; address?: string }) => {
+      if (!m.ready || !m.address) return reject(new Error(`${script}: unexpected message`));
+      proc.off("exit", onExit);
+      resolve({
+        proc,
+        address: m.address,
+        stop: () =>
+          new Promise<void>((done) => {
+            if (proc.exitCode !== null || proc.signalCode !== null) return done();
+            const timer = setTimeout(() => proc.kill("SIGKILL"), 15_000);
+            proc.once("exit", () => {
+              clearTimeout(timer);
+              done();
+            });
+            proc.kill("SIGTERM");
+          }),
+      });
+    });
+  });
+}
+
+/** Runs one load job in a fresh load-generator process. */
+export function runLoad(job: LoadJob): Promise<LoadResult> {
+  return new Promise((resolve, reject) => {
+    const proc = fork(join(BENCH_DIR, "load.ts"), [JSON.stringify(job)], {
+      execArgv: ["--import", "tsx"],
+      stdio: ["ignore", "inherit", "inherit", "ipc"],
+    });
+    let result: LoadResult | undefined;
+    proc.on("message", (m: LoadResult) => (result = m));
+    proc.once("error", reject);
+    proc.once("exit", (code) => (result ? resolve(result) : reject(new Error(`load generator exited with ${code}`))));
+  });
+}

@@ -1,0 +1,327 @@
+/**
+ * `npm run bench [-- --quick | --rounds N | --duration S | --profile | --keep]`
+ * `npm run bench -- --scale [--scale-max 1000000]`  (see scale.ts)
+ *
+ * One run measures, against the machine's real PostgreSQL and Redis, with the load generator,
+ * the no-op server and the vault each in a process of its own:
+ *   (a) no-op TokenService (the floor for single calls)      (b) Tokenize, 1 field a call
+ *   (c) Tokenize, 100 fields a call                          (d) Detokenize, 1 token a call
+ *   (e) Detokenize, 100 tokens a call                        (f) the same rows straight through pg
+ *   (g) the 100-field insert with pgcrypto pgp_sym_encrypt (a peer)
+ * (a), (b), (d) run at 64 and at 16 calls in flight. Ratios are taken within a round; a full run
+ * reports the median of three rounds. Results: a table on stdout and JSON in bench/results/.
+ */
+import { randomBytes } from "node:crypto";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpus, tmpdir, totalmem } from "node:os";
+import { join } from "node:path";
+import pg from "pg";
+import { parse, stringify } from "yaml";
+import type { LoadJob, LoadResult } from "./load";
+import { type Child, runLoad, startServer } from "./lib/children";
+import { type BenchDatabase, cpuTimes, createBenchDatabase, dropRedisPrefix, median, peakRssMb, REDIS_URL } from "./lib/common";
+import { seedTokens } from "./seed";
+
+const ROOT = join(__dirname, "..");
+const RESULTS = join(__dirname, "results");
+
+interface Options {
+  quick: boolean;
+  rounds: number;
+  durationMs: number;
+  warmupMs: number;
+  profile: boolean;
+  keep: boolean;
+}
+
+function options(argv: string[]): Options {
+  const flag = (name: string) => argv.includes(`--${name}`);
+  const value = (name: string) => {
+    const i = argv.indexOf(`--${name}`);
+    return i >= 0 ? argv[i + 1] : undefined;
+  };
+  const quick = flag("quick");
+  return {
+    quick,
+    rounds: Number(value("rounds") ?? (quick ? 1 : 3)),
+    durationMs: Number(value("duration") ?? (quick ? 1.5 : 6)) * 1000,
+    warmupMs: quick ? 400 : 1000,
+    profile: flag("profile"),
+    keep: flag("keep"),
+  };
+}
+
+interface RowSpec {
+  id: string;
+  label: string;
+  target: "noop" | "vault" | "pg" | "pgcrypto";
+  method?: "tokenize" | "detokenize";
+  fields: number;
+  concurrency: number;
+}
+
+const ROWS: RowSpec[] = [
+  { id: "a", label: "no-op gRPC, 1 field", target: "noop", method: "tokenize", fields: 1, concurrency: 64 },
+  { id: "b", label: "Tokenize, 1 field", target: "vault", method: "tokenize", fields: 1, concurrency: 64 },
+  { id: "d", label: "Detokenize, 1 token", target: "vault", method: "detokenize", fields: 1, concurrency: 64 },
+  { id: "a16", label: "no-op gRPC, 1 field", target: "noop", method: "tokenize", fields: 1, concurrency: 16 },
+  { id: "b16", label: "Tokenize, 1 field", target: "vault", method: "tokenize", fields: 1, concurrency: 16 },
+  { id: "d16", label: "Detokenize, 1 token", target: "vault", method: "detokenize", fields: 1, concurrency: 16 },
+  { id: "c", label: "Tokenize, 100 fields", target: "vault", method: "tokenize", fields: 100, concurrency: 16 },
+  { id: "e", label: "Detokenize, 100 tokens", target: "vault", method: "detokenize", fields: 100, concurrency: 16 },
+  { id: "f", label: "pg INSERT, 100 rows (floor)", target: "pg", fields: 100, concurrency: 16 },
+  { id: "g", label: "pgcrypto pgp_sym_encrypt, 100", target: "pgcrypto", fields: 100, concurrency: 16 },
+];
+
+interface RowResult extends LoadResult {
+  id: string;
+  callsPerSec: number;
+  fieldsPerSec: number;
+  rssMb?: number;
+}
+
+/** Ratios to the floors, within one round. */
+function ratios(r: Map<string, RowResult>): Record<string, number> {
+  const v = (id: string) => r.get(id)!;
+  return {
+    "b/a calls": v("b").callsPerSec / v("a").callsPerSec,
+    "d/a calls": v("d").callsPerSec / v("a").callsPerSec,
+    "c/f fields": v("c").fieldsPerSec / v("f").fieldsPerSec,
+    "e/f fields": v("e").fieldsPerSec / v("f").fieldsPerSec,
+    "g/f fields": v("g").fieldsPerSec / v("f").fieldsPerSec,
+    "b16/a16 p99": v("b16").p99 / v("a16").p99,
+    "d16/a16 p99": v("d16").p99 / v("a16").p99,
+  };
+}
+
+const TARGETS: { ratio: string; op: ">=" | "<="; value: number }[] = [
+  { ratio: "b/a calls", op: ">=", value: 0.85 },
+  { ratio: "d/a calls", op: ">=", value: 0.8 },
+  { ratio: "c/f fields", op: ">=", value: 0.4 },
+  { ratio: "e/f fields", op: ">=", value: 0.4 },
+  { ratio: "b16/a16 p99", op: "<=", value: 1.5 },
+  { ratio: "d16/a16 p99", op: "<=", value: 1.5 },
+];
+
+function benchPolicy(dir: string): string {
+  // The development policy, with a rate budget that a benchmark does not run into.
+  const doc = parse(readFileSync(join(ROOT, "policy", "default.yaml"), "utf8")) as Record<string, unknown>;
+  doc.rate_limits = { detokenize_per_minute: 1_000_000_000 };
+  const file = join(dir, "bench-policy.yaml");
+  writeFileSync(file, stringify(doc));
+  return file;
+}
+
+export function vaultEnv(db: BenchDatabase, redisPrefix: string, policyFile: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  return {
+    PATH: process.env.PATH,
+    HOME: process.env.HOME,
+    NODE_ENV: "production",
+    FIELDVAULT_MODE: "development",
+    FIELDVAULT_LISTEN: "127.0.0.1:0",
+    FIELDVAULT_METRICS_LISTEN: "off",
+    FIELDVAULT_DATABASE_URL: db.url,
+    FIELDVAULT_REDIS_URL: REDIS_URL,
+    FIELDVAULT_REDIS_PREFIX: redisPrefix,
+    FIELDVAULT_POLICY_FILE: policyFile,
+    FIELDVAULT_INSTANCE_ID: "bench",
+    ...extra,
+  };
+}
+
+async function createPeerTables(url: string): Promise<void> {
+  const c = new pg.Client({ connectionString: url });
+  await c.connect();
+  try {
+    await c.query("CREATE TABLE IF NOT EXISTS bench_floor_tokens (LIKE tokens INCLUDING ALL)");
+    await c.query(`CREATE TABLE IF NOT EXISTS bench_pgcrypto_tokens (
+      id text PRIMARY KEY, category text NOT NULL, ciphertext bytea NOT NULL, masked jsonb NOT NULL, created_at timestamptz NOT NULL)`);
+  } finally {
+    await c.end();
+  }
+}
+
+const fmt = (n: number | undefined, digits = 0) =>
+  n === undefined || !Number.isFinite(n) ? "—" : n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
+
+function table(rows: RowResult[], floors: Record<string, string>, ratioByRow: Record<string, number | undefined>): string {
+  const head = ["id", "what", "in flight", "calls/s", "fields/s", "p50 ms", "p99 ms", "p99.9 ms", "server peak RSS MB", "ratio to floor"];
+  const lines = rows.map((r) => {
+    const spec = ROWS.find((s) => s.id === r.id)!;
+    const ratio = ratioByRow[r.id];
+    return [
+      `(${r.id})`,
+      spec.label,
+      String(spec.concurrency),
+      fmt(r.callsPerSec),
+      fmt(r.fieldsPerSec),
+      fmt(r.p50, 2),
+      fmt(r.p99, 2),
+      fmt(r.p999, 2),
+      fmt(r.rssMb),
+      ratio === undefined ? "floor" : `${fmt(ratio, 2)} × ${floors[r.id]}`,
+    ];
+  });
+  const md = [head, head.map(() => "---"), ...lines].map((l) => `| ${l.join(" | ")} |`);
+  return md.join("\n");
+}
+
+async function main(): Promise<void> {
+  const argv = process.argv.slice(2);
+  if (argv.includes("--scale")) {
+    const { runScale } = await import("./scale");
+    return runScale(argv);
+  }
+  const opts = options(argv);
+  const t0 = Date.now();
+  const cpu0 = cpuTimes();
+  const tmp = mkdtempSync(join(tmpdir(), "fv-bench-"));
+  const db = await createBenchDatabase();
+  const redisPrefix = `fvbench:${randomBytes(5).toString("hex")}:`;
+  const policyFile = benchPolicy(tmp);
+  const tokensFile = join(tmp, "tokens.json");
+  const profileDir = join(RESULTS, "profiles");
+  let noop: Child | undefined;
+  let vault: Child | undefined;
+  const rounds: { rows: Map<string, RowResult>; ratios: Record<string, number> }[] = [];
+  const log = (s: string) => process.stderr.write(s + "\n");
+  try {
+    noop = await startServer("noop-server.ts", { PATH: process.env.PATH, NODE_ENV: "production" });
+    for (let round = 0; round < opts.rounds; round++) {
+      const nodeArgs = opts.profile ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [];
+      if (opts.profile) mkdirSync(profileDir, { recursive: true });
+      vault = await startServer("vault-server.ts", vaultEnv(db, redisPrefix, policyFile), nodeArgs);
+      if (round === 0) {
+        await createPeerTables(db.url);
+        const tokens = await seedTokens(vault.address, opts.quick ? 5_000 : 20_000);
+        writeFileSync(tokensFile, JSON.stringify(tokens));
+      }
+      const rows = new Map<string, RowResult>();
+      for (const spec of ROWS) {
+        const job: LoadJob = {
+          kind: spec.target === "pg" ? "pg" : spec.target === "pgcrypto" ? "pgcrypto" : "grpc",
+          method: spec.method,
+          address: spec.target === "noop" ? noop.address : vault.address,
+          url: db.url,
+          tokensFile,
+          fields: spec.fields,
+          concurrency: spec.concurrency,
+          durationMs: opts.durationMs,
+          warmupMs: opts.warmupMs,
+        };
+        const res = await runLoad(job);
+        const row: RowResult = {
+          ...res,
+          id: spec.id,
+          callsPerSec: res.calls / res.seconds,
+          fieldsPerSec: res.fields / res.seconds,
+          rssMb: spec.target === "vault" ? peakRssMb(vault.proc.pid!) : undefined,
+        };
+        rows.set(spec.id, row);
+        log(
+          `round ${round + 1}/${opts.rounds} (${spec.id}) ${spec.label} @${spec.concurrency}: ${fmt(row.callsPerSec)} calls/s, ` +
+            `${fmt(row.fieldsPerSec)} fields/s, p99 ${fmt(row.p99, 2)} ms${res.errors ? `, ${res.errors} errors (${res.firstError})` : ""}`,
+        );
+        if (res.errors && res.calls === 0) throw new Error(`(${spec.id}) every call failed: ${res.firstError}`);
+      }
+      await vault.stop();
+      vault = undefined;
+      rounds.push({ rows, ratios: ratios(rows) });
+    }
+
+    // The median of each figure over the rounds; ratios are medians of per-round ratios.
+    const summary: RowResult[] = ROWS.map((spec) => {
+      const all = rounds.map((r) => r.rows.get(spec.id)!);
+      const m = (k: keyof RowResult) => median(all.map((x) => x[k] as number));
+      return {
+        id: spec.id,
+        calls: m("calls"),
+        fields: m("fields"),
+        seconds: all[0]!.seconds,
+        callsPerSec: m("callsPerSec"),
+        fieldsPerSec: m("fieldsPerSec"),
+        p50: m("p50"),
+        p99: m("p99"),
+        p999: m("p999"),
+        errors: all.reduce((n, x) => n + x.errors, 0),
+        rssMb: spec.target === "vault" ? m("rssMb") : undefined,
+      };
+    });
+    const ratioNames = Object.keys(rounds[0]!.ratios);
+    const medianRatios = Object.fromEntries(ratioNames.map((k) => [k, median(rounds.map((r) => r.ratios[k]!))]));
+    const peakRss = Math.max(...rounds.flatMap((r) => [...r.rows.values()].map((x) => x.rssMb ?? 0)));
+    const ratioByRow: Record<string, number | undefined> = {
+      b: medianRatios["b/a calls"],
+      d: medianRatios["d/a calls"],
+      b16: medianRatios["b16/a16 p99"],
+      d16: medianRatios["d16/a16 p99"],
+      c: medianRatios["c/f fields"],
+      e: medianRatios["e/f fields"],
+      g: medianRatios["g/f fields"],
+    };
+    const floors = { b: "(a) calls/s", d: "(a) calls/s", b16: "(a16) p99", d16: "(a16) p99", c: "(f) rows/s", e: "(f) rows/s", g: "(f) rows/s" };
+    const targets = [
+      ...TARGETS.map((t) => {
+        const v = medianRatios[t.ratio]!;
+        return { measure: t.ratio, target: `${t.op} ${t.value}`, value: v, met: t.op === ">=" ? v >= t.value : v <= t.value };
+      }),
+      { measure: "server peak RSS MB", target: "< 200", value: peakRss, met: peakRss < 200 },
+    ];
+    const cpu1 = cpuTimes();
+    const machine = {
+      cpus: cpus().length,
+      model: cpus()[0]?.model,
+      memoryGb: Math.round(totalmem() / 2 ** 30),
+      node: process.version,
+      busyShare: (cpu1.busy - cpu0.busy) / (cpu1.total - cpu0.total),
+    };
+
+    const text = [
+      `fieldvault bench — ${opts.quick ? "quick" : "full"} run, ${opts.rounds} round(s) of ${opts.durationMs / 1000} s per row, median shown`,
+      `machine: ${machine.cpus} × ${machine.model}, ${machine.memoryGb} GB, Node ${machine.node}; machine busy ${(machine.busyShare * 100).toFixed(0)}% during the run`,
+      "",
+      table(summary, floors, ratioByRow),
+      "",
+      "| target | measured | goal | met |",
+      "| --- | --- | --- | --- |",
+      ...targets.map((t) => `| ${t.measure} | ${fmt(t.value, 2)} | ${t.target} | ${t.met ? "yes" : "no"} |`),
+      "",
+      `total ${((Date.now() - t0) / 1000).toFixed(0)} s`,
+    ].join("\n");
+    process.stdout.write(text + "\n");
+
+    mkdirSync(RESULTS, { recursive: true });
+    const stamp = new Date().toISOString().replace(/[:.]/g, "-");
+    const json = {
+      at: new Date().toISOString(),
+      mode: opts.quick ? "quick" : "full",
+      options: opts,
+      machine,
+      rows: ROWS.map((spec) => ({ ...spec, ...summary.find((s) => s.id === spec.id) })),
+      ratios: medianRatios,
+      targets,
+      rounds: rounds.map((r) => ({ rows: Object.fromEntries(r.rows), ratios: r.ratios })),
+      table: text,
+    };
+    const out = join(RESULTS, `bench-${json.mode}-${stamp}.json`);
+    writeFileSync(out, JSON.stringify(json, null, 2));
+    writeFileSync(join(RESULTS, `latest-${json.mode}.json`), JSON.stringify(json, null, 2));
+    log(`results: ${out}`);
+  } finally {
+    await vault?.stop();
+    await noop?.stop();
+    if (!opts.keep) {
+      await db.drop().catch((e) => log(`could not drop ${db.name}: ${(e as Error).message}`));
+      await dropRedisPrefix(redisPrefix).catch(() => undefined);
+    } else log(`kept database ${db.name} and Redis prefix ${redisPrefix}`);
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err) => {
+    process.stderr.write(`bench failed: ${(err as Error).stack ?? err}\n`);
+    process.exit(1);
+  },
+);
