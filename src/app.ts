@@ -7,8 +7,11 @@ import { loadRootKeys } from "./config/root-keys";
 import { loadSigningKey } from "./config/signing-key";
 import { readySodium } from "./crypto/sodium";
 import { defaultRegistry } from "./domain/categories";
+import { AccessLogService } from "./gen/fieldvault/v1/access_log";
 import { TokenServiceService } from "./gen/fieldvault/v1/token_service";
 import { createLogger, type Logger } from "./observability/logger";
+import { Metrics } from "./observability/metrics";
+import { createAudit } from "./services/audit";
 import { CommitQueue } from "./services/commit-queue";
 import { Keyring } from "./services/keyring";
 import { PolicyHolder } from "./services/policy-holder";
@@ -17,13 +20,17 @@ import type { Db } from "./storage/db";
 import { createEmbeddedDb } from "./storage/embedded/pglite-db";
 import { createMemoryCvvStore } from "./storage/embedded/memory-cvv-store";
 import { createLocalRateLimiter } from "./storage/local-rate-limiter";
-import { migrate } from "./storage/migrations";
+import { MIGRATIONS, migrate, schemaVersion } from "./storage/migrations";
 import type { CvvStore, RateLimiter } from "./storage/ports";
+import { auditStore } from "./storage/postgres/log-store";
 import { createPgDb } from "./storage/postgres/pg-db";
 import { findTokens } from "./storage/postgres/token-store";
 import { createRedisCvvStore } from "./storage/redis/redis-cvv-store";
 import { createRedisRateLimiter } from "./storage/redis/redis-rate-limiter";
+import { accessLogHandlers } from "./transport/grpc/access-log";
 import type { CallHooks } from "./transport/grpc/call";
+import { Health, within } from "./transport/grpc/health";
+import { addReflection } from "./transport/grpc/reflection";
 import { tokenServiceHandlers } from "./transport/grpc/token-service";
 
 export interface Vault {
@@ -35,6 +42,10 @@ export interface Vault {
   readonly policy: PolicyHolder;
   readonly keyring: Keyring;
   readonly commits: CommitQueue;
+  readonly health: Health;
+  readonly metrics: Metrics;
+  /** Where GET /metrics is served (undefined when FIELDVAULT_METRICS_LISTEN=off). */
+  readonly metricsAddress?: string;
   /** Stops accepting calls, lets in-flight ones finish (bounded), flushes the log, closes pools. */
   close(): Promise<void>;
 }
@@ -82,6 +93,15 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
     const keyring = await Keyring.open(db, roots, registry.names(), config.keyCacheTtlMs);
     cleanup.push(() => keyring.close());
 
+    const metrics = new Metrics({
+      categories: () => registry.names(),
+      purposes: () => Object.keys(policy.get().doc.purposes),
+      callerName: (identity) => policy.get().callerName(identity),
+    });
+    cleanup.push(() => metrics.close());
+    metrics.keyVersions(() => registry.names().flatMap((category) => keyring.versions(category).map((v) => ({ category, state: v.state }))));
+    if (db.kind === "postgres") metrics.dbPool(config.dbPoolSize);
+
     let cvv: CvvStore;
     let rateLimiter: RateLimiter;
     const localLimiter = createLocalRateLimiter();
@@ -109,6 +129,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       signingKey,
       checkpointEvery: config.checkpointEvery,
       checkpointIntervalMs: config.checkpointIntervalMs,
+      onFlush: (s) => metrics.commit(s),
     });
     const checkpointTimer = setInterval(() => void commits.checkpoint().catch(() => undefined), config.checkpointIntervalMs);
     checkpointTimer.unref();
@@ -124,12 +145,14 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       instanceId: config.instanceId,
       maxBatch: config.maxBatch,
       cvvTtlSeconds: config.cvvTtlSeconds,
+      onDetokenized: (e) => metrics.detokenized(e),
     });
 
     const inFlight = new Set<Promise<unknown>>();
     const hooks: CallHooks = {
       log,
       identity: { allowSelfAsserted: config.mode === "development" },
+      onDone: (e) => metrics.rpc(e.method, e.code, e.seconds),
       track: (p) => {
         inFlight.add(p);
         return p.finally(() => inFlight.delete(p));
@@ -138,6 +161,40 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
 
     const server = new Server({ "grpc.max_receive_message_length": 16 * 1024 * 1024 });
     server.addService(TokenServiceService, tokenServiceHandlers(hooks, tokenization));
+    const audit = createAudit({
+      policy: () => policy.get(),
+      commits,
+      store: auditStore(db),
+      // Verify trusts only keys from configuration, never a key stored next to the log.
+      trustedKeys: [signingKey.publicKey, ...config.auditTrustedKeys],
+      instanceId: config.instanceId,
+    });
+    server.addService(AccessLogService, accessLogHandlers(hooks, audit));
+
+    // Health: SERVING only while PostgreSQL answers and every migration is applied.
+    const latestMigration = Math.max(...MIGRATIONS.map((m) => m.version));
+    let wasReady: boolean | undefined;
+    const health = new Health({
+      intervalMs: config.healthIntervalMs,
+      probe: async () => {
+        if (redis) void within(redis.ping().then(() => true, () => false), 2000, false).then((up) => metrics.setRedisUp(up));
+        return within(schemaVersion(db).then((v) => v >= latestMigration), 3000, false);
+      },
+      onResult: (ready) => {
+        metrics.setDbUp(ready);
+        if (ready !== wasReady && wasReady !== undefined) {
+          if (ready) log.info("health: SERVING (PostgreSQL reachable, migrations applied)");
+          else log.warn("health: NOT_SERVING (PostgreSQL unreachable or migrations missing)");
+        }
+        wasReady = ready;
+      },
+    });
+    cleanup.push(async () => health.stop());
+    health.addToServer(server);
+    addReflection(server);
+    await health.start();
+    const metricsAddress = config.metricsListen ? await metrics.listen(config.metricsListen) : undefined;
+    if (metricsAddress) log.info({ metricsAddress }, "metrics: GET /metrics");
 
     const credentials = config.tls
       ? ServerCredentials.createSsl(
@@ -156,6 +213,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
     let closing: Promise<void> | undefined;
     const close = () =>
       (closing ??= (async () => {
+        health.stop();
         await new Promise<void>((resolve) => {
           const timer = setTimeout(() => {
             server.forceShutdown();
@@ -173,7 +231,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
         log.info("fieldvault stopped");
       })());
 
-    return { address, port, config, db, log, policy, keyring, commits, close };
+    return { address, port, config, db, log, policy, keyring, commits, health, metrics, metricsAddress, close };
   } catch (err) {
     for (const fn of cleanup.reverse()) await fn().catch(() => undefined);
     throw err;

@@ -38,6 +38,7 @@ const envSchema = z.object({
   FIELDVAULT_CRYPTOPERIOD_DAYS: positiveInt(365),
   FIELDVAULT_AUTO_ROTATE: z.enum(["true", "false"]).default("false"),
   FIELDVAULT_SHUTDOWN_GRACE_MS: positiveInt(10000),
+  FIELDVAULT_HEALTH_INTERVAL_MS: positiveInt(5000, 300000),
   FIELDVAULT_INSTANCE_ID: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).optional(),
 });
 
@@ -63,6 +64,7 @@ export interface Config {
   cryptoperiodDays: number;
   autoRotate: boolean;
   shutdownGraceMs: number;
+  healthIntervalMs: number;
   instanceId: string;
 }
 
@@ -129,6 +131,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     cryptoperiodDays: e.FIELDVAULT_CRYPTOPERIOD_DAYS,
     autoRotate: e.FIELDVAULT_AUTO_ROTATE === "true",
     shutdownGraceMs: e.FIELDVAULT_SHUTDOWN_GRACE_MS,
+    healthIntervalMs: e.FIELDVAULT_HEALTH_INTERVAL_MS,
     instanceId: e.FIELDVAULT_INSTANCE_ID ?? `fv-${randomBytes(6).toString("hex")}`,
   };
 }
