@@ -24,6 +24,14 @@ const envSchema = z.object({
   FIELDVAULT_ROOT_KEY: z.string().min(1).optional(),
   FIELDVAULT_ACTIVE_ROOT_KEY_ID: z.string().min(1).optional(),
   FIELDVAULT_SIGNING_KEY_FILE: z.string().min(1).optional(),
+  /** Retired checkpoint-signing public keys AccessLog.Verify still trusts: base64 Ed25519 public keys, comma-separated. */
+  FIELDVAULT_AUDIT_TRUSTED_KEYS: z
+    .string()
+    .optional()
+    .refine(
+      (v) => !v || v.split(",").every((k) => /^[A-Za-z0-9+/]{43}=$/.test(k.trim()) && Buffer.from(k.trim(), "base64").length === 32),
+      "must be base64 Ed25519 public keys (32 bytes), comma-separated",
+    ),
   FIELDVAULT_TLS_CERT_FILE: z.string().min(1).optional(),
   FIELDVAULT_TLS_KEY_FILE: z.string().min(1).optional(),
   FIELDVAULT_TLS_CA_FILE: z.string().min(1).optional(),
@@ -37,6 +45,12 @@ const envSchema = z.object({
   FIELDVAULT_KEY_CACHE_TTL_MS: positiveInt(1000),
   FIELDVAULT_CRYPTOPERIOD_DAYS: positiveInt(365),
   FIELDVAULT_AUTO_ROTATE: z.enum(["true", "false"]).default("false"),
+  /** Per-category cryptoperiods overriding FIELDVAULT_CRYPTOPERIOD_DAYS, e.g. "card_number=180,card_cvv=90". */
+  FIELDVAULT_CRYPTOPERIODS: z
+    .string()
+    .regex(/^\s*[a-z0-9_]+=\d+(\s*,\s*[a-z0-9_]+=\d+)*\s*$/, "must be category=days pairs separated by commas, e.g. card_number=180")
+    .optional(),
+  FIELDVAULT_AUTO_ROTATE_CHECK_MS: positiveInt(3_600_000),
   FIELDVAULT_SHUTDOWN_GRACE_MS: positiveInt(10000),
   FIELDVAULT_HEALTH_INTERVAL_MS: positiveInt(5000, 300000),
   FIELDVAULT_INSTANCE_ID: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).optional(),
@@ -52,6 +66,8 @@ export interface Config {
   policyFile: string;
   rootKey: { files?: string[]; env?: string; activeId?: string };
   signingKeyFile: string;
+  /** Extra public keys (32 bytes each) whose access-log checkpoints Verify accepts. */
+  auditTrustedKeys: Uint8Array[];
   tls?: { certFile: string; keyFile: string; caFile: string };
   metricsListen?: string;
   logLevel: string;
@@ -62,7 +78,10 @@ export interface Config {
   checkpointIntervalMs: number;
   keyCacheTtlMs: number;
   cryptoperiodDays: number;
+  /** Cryptoperiod overrides in days, by category (validated against the registry at start). */
+  cryptoperiodOverrides: Record<string, number>;
   autoRotate: boolean;
+  autoRotateCheckMs: number;
   shutdownGraceMs: number;
   healthIntervalMs: number;
   instanceId: string;
@@ -117,6 +136,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       activeId: e.FIELDVAULT_ACTIVE_ROOT_KEY_ID,
     },
     signingKeyFile: e.FIELDVAULT_SIGNING_KEY_FILE ?? DEV_SIGNING_KEY_FILE,
+    auditTrustedKeys: (e.FIELDVAULT_AUDIT_TRUSTED_KEYS ?? "")
+      .split(",")
+      .filter((k) => k.trim())
+      .map((k) => new Uint8Array(Buffer.from(k.trim(), "base64"))),
     tls: tlsParts.every(Boolean)
       ? { certFile: e.FIELDVAULT_TLS_CERT_FILE!, keyFile: e.FIELDVAULT_TLS_KEY_FILE!, caFile: e.FIELDVAULT_TLS_CA_FILE! }
       : undefined,
@@ -129,7 +152,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     checkpointIntervalMs: e.FIELDVAULT_CHECKPOINT_INTERVAL_MS,
     keyCacheTtlMs: e.FIELDVAULT_KEY_CACHE_TTL_MS,
     cryptoperiodDays: e.FIELDVAULT_CRYPTOPERIOD_DAYS,
+    cryptoperiodOverrides: Object.fromEntries(
+      (e.FIELDVAULT_CRYPTOPERIODS ?? "")
+        .split(",")
+        .filter((p) => p.trim())
+        .map((p) => p.split("=").map((x) => x.trim()))
+        .map(([c, d]) => [c!, Number(d)]),
+    ),
     autoRotate: e.FIELDVAULT_AUTO_ROTATE === "true",
+    autoRotateCheckMs: e.FIELDVAULT_AUTO_ROTATE_CHECK_MS,
     shutdownGraceMs: e.FIELDVAULT_SHUTDOWN_GRACE_MS,
     healthIntervalMs: e.FIELDVAULT_HEALTH_INTERVAL_MS,
     instanceId: e.FIELDVAULT_INSTANCE_ID ?? `fv-${randomBytes(6).toString("hex")}`,

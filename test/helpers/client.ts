@@ -60,3 +60,35 @@ export async function codeOf(p: Promise<unknown>): Promise<{ code: number; detai
   }
   throw new Error("expected the call to fail");
 }
+
+/** Streams every message of a server-streaming call into an array (the development caller header when `caller` is set). */
+export function collect<Req, Res>(
+  client: object,
+  method: (req: Req, md: Metadata) => import("@grpc/grpc-js").ClientReadableStream<Res>,
+  caller: string | undefined,
+  req: Req,
+): Promise<Res[]> {
+  const md = new Metadata();
+  if (caller) md.set(CALLER_HEADER, caller);
+  return new Promise((resolve, reject) => {
+    const out: Res[] = [];
+    const stream = method.call(client, req, md);
+    stream.on("data", (m: Res) => out.push(m));
+    stream.on("error", reject);
+    stream.on("end", () => resolve(out));
+  });
+}
+
+/** Promisified AccessLog calls for one caller (header for development callers; undefined for mTLS clients). */
+export function logApi(c: Clients, caller: string | undefined) {
+  const l = c.log;
+  type Q = import("../../src/gen/fieldvault/v1/access_log").QueryRequest;
+  type V = import("../../src/gen/fieldvault/v1/access_log").VerifyRequest;
+  const blankQuery: Q = { caller: "", token: "", category: "", purpose: "", outcome: "", since: undefined, until: undefined, pageSize: 0, pageToken: "", action: "" };
+  return {
+    query: (req: Partial<Q> = {}) =>
+      collect(l, l.query as never, caller, { ...blankQuery, ...req }) as Promise<import("../../src/gen/fieldvault/v1/access_log").LogEntry[]>,
+    verify: (req: Partial<V> = {}) =>
+      call(l, l.verify as never, caller, { since: undefined, until: undefined, ...req }) as Promise<import("../../src/gen/fieldvault/v1/access_log").VerifyResponse>,
+  };
+}

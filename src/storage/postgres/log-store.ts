@@ -76,3 +76,169 @@ export const rowToEntry = (r: LogRow): ChainedEntry & { seq: number } => ({
   prevHash: r.prev_hash,
   hash: r.hash,
 });
+
+// ---- Reading the log (AccessLog.Query / Verify). Every read is bounded by a LIMIT. ----
+
+/** PGlite may hand int8 back as bigint or string; pg as number (see pg-db.ts). */
+const num = (v: unknown): number => Number(v);
+const bytes = (v: unknown): Uint8Array => (v instanceof Uint8Array ? v : new Uint8Array(Buffer.from(String(v), "hex")));
+
+function toEntry(r: Record<string, unknown>): ChainedEntry & { seq: number } {
+  return rowToEntry({
+    ...(r as unknown as LogRow),
+    seq: num(r.seq),
+    chain_seq: num(r.chain_seq),
+    at: r.at instanceof Date ? r.at : new Date(String(r.at)),
+    prev_hash: bytes(r.prev_hash),
+    hash: bytes(r.hash),
+  });
+}
+
+const SELECT_ENTRY = `SELECT seq, ${COLUMNS.join(", ")} FROM access_log`;
+
+export interface LogQueryFilter {
+  caller?: string;
+  token?: string;
+  category?: string;
+  purpose?: string;
+  outcome?: string;
+  action?: string;
+  /** Inclusive. */
+  since?: Date;
+  /** Exclusive. */
+  until?: Date;
+  /** Only entries with a smaller global sequence (the page cursor). */
+  beforeSeq?: number;
+}
+
+/** Matching entries, newest (highest seq) first, at most `limit`. */
+export async function queryLogEntries(q: Queryable, f: LogQueryFilter, limit: number): Promise<(ChainedEntry & { seq: number })[]> {
+  const where: string[] = [];
+  const params: unknown[] = [];
+  const add = (sql: string, v: unknown) => {
+    params.push(v);
+    where.push(sql.replace("?", `$${params.length}`));
+  };
+  for (const col of ["caller", "token", "category", "purpose", "outcome", "action"] as const) {
+    if (f[col]) add(`${col} = ?`, f[col]);
+  }
+  if (f.since) add("at >= ?", f.since);
+  if (f.until) add("at < ?", f.until);
+  if (f.beforeSeq !== undefined) add("seq < ?", f.beforeSeq);
+  params.push(limit);
+  const { rows } = await q.query<Record<string, unknown>>(
+    `${SELECT_ENTRY} ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY seq DESC LIMIT $${params.length}`,
+    params,
+  );
+  return rows.map(toEntry);
+}
+
+export interface ChainSpan {
+  chainId: string;
+  /** Lowest / highest chain_seq of the chain's entries inside the range (undefined: no entries). */
+  lo?: number;
+  hi?: number;
+  /** Lowest global seq of those entries. */
+  firstSeq?: number;
+}
+
+/**
+ * Every chain with entries (or checkpoints) in the time range, ordered by its first global seq.
+ * One aggregate over the table; no rows are held in memory.
+ */
+export async function logChains(q: Queryable, range: { since?: Date; until?: Date }): Promise<ChainSpan[]> {
+  const since = range.since ?? null;
+  const until = range.until ?? null;
+  const { rows } = await q.query<Record<string, unknown>>(
+    `SELECT chain_id, min(chain_seq) AS lo, max(chain_seq) AS hi, min(seq) AS first_seq FROM access_log
+      WHERE ($1::timestamptz IS NULL OR at >= $1) AND ($2::timestamptz IS NULL OR at < $2)
+      GROUP BY chain_id`,
+    [since, until],
+  );
+  const spans = new Map<string, ChainSpan>();
+  for (const r of rows) {
+    spans.set(String(r.chain_id), { chainId: String(r.chain_id), lo: num(r.lo), hi: num(r.hi), firstSeq: num(r.first_seq) });
+  }
+  const cps = await q.query<{ chain_id: string }>(
+    `SELECT DISTINCT chain_id FROM log_checkpoints
+      WHERE ($1::timestamptz IS NULL OR at >= $1) AND ($2::timestamptz IS NULL OR at < $2)`,
+    [since, until],
+  );
+  for (const r of cps.rows) if (!spans.has(r.chain_id)) spans.set(r.chain_id, { chainId: r.chain_id });
+  return [...spans.values()].sort((a, b) => (a.firstSeq ?? Infinity) - (b.firstSeq ?? Infinity) || a.chainId.localeCompare(b.chainId));
+}
+
+/** One page of a chain in chain order: chain_seq in (after, upTo]. */
+export async function chainEntries(
+  q: Queryable,
+  chainId: string,
+  after: number,
+  upTo: number | undefined,
+  limit: number,
+): Promise<(ChainedEntry & { seq: number })[]> {
+  const { rows } = await q.query<Record<string, unknown>>(
+    `${SELECT_ENTRY} WHERE chain_id = $1 AND chain_seq > $2 AND ($3::int8 IS NULL OR chain_seq <= $3)
+      ORDER BY chain_seq LIMIT $4`,
+    [chainId, after, upTo ?? null, limit],
+  );
+  return rows.map(toEntry);
+}
+
+export interface StoredCheckpoint extends Checkpoint {
+  id: number;
+}
+
+/** One page of a chain's checkpoints in (chain_seq, id) order, after the given position. */
+export async function chainCheckpoints(
+  q: Queryable,
+  chainId: string,
+  after: { chainSeq: number; id: number },
+  upTo: number | undefined,
+  limit: number,
+): Promise<StoredCheckpoint[]> {
+  const { rows } = await q.query<Record<string, unknown>>(
+    `SELECT id, chain_id, chain_seq, hash, at, key_id, signature FROM log_checkpoints
+      WHERE chain_id = $1 AND (chain_seq, id) > ($2, $3) AND ($4::int8 IS NULL OR chain_seq <= $4)
+      ORDER BY chain_seq, id LIMIT $5`,
+    [chainId, after.chainSeq, after.id, upTo ?? null, limit],
+  );
+  return rows.map((r) => ({
+    id: num(r.id),
+    chainId: String(r.chain_id),
+    chainSeq: num(r.chain_seq),
+    hash: bytes(r.hash),
+    at: r.at instanceof Date ? r.at : new Date(String(r.at)),
+    keyId: String(r.key_id),
+    signature: bytes(r.signature),
+  }));
+}
+
+/** The entry of a chain whose `column` equals `value`, other than `exceptSeq` (used only to explain a broken link). */
+export async function findChainEntryBy(
+  q: Queryable,
+  chainId: string,
+  column: "hash" | "prev_hash",
+  value: Uint8Array,
+  exceptSeq: number,
+): Promise<{ seq: number; chainSeq: number } | undefined> {
+  const { rows } = await q.query<Record<string, unknown>>(
+    `SELECT seq, chain_seq FROM access_log WHERE chain_id = $1 AND ${column === "hash" ? "hash" : "prev_hash"} = $2 AND seq <> $3
+      ORDER BY chain_seq LIMIT 1`,
+    [chainId, Buffer.from(value), exceptSeq],
+  );
+  const r = rows[0];
+  return r ? { seq: num(r.seq), chainSeq: num(r.chain_seq) } : undefined;
+}
+
+/** The read side of the log, bound to a connection pool (the audit service's AuditStore). */
+export function auditStore(q: Queryable) {
+  return {
+    query: (f: LogQueryFilter, limit: number) => queryLogEntries(q, f, limit),
+    chains: (range: { since?: Date; until?: Date }) => logChains(q, range),
+    chainEntries: (chainId: string, after: number, upTo: number | undefined, limit: number) => chainEntries(q, chainId, after, upTo, limit),
+    chainCheckpoints: (chainId: string, after: { chainSeq: number; id: number }, upTo: number | undefined, limit: number) =>
+      chainCheckpoints(q, chainId, after, upTo, limit),
+    findChainEntryBy: (chainId: string, column: "hash" | "prev_hash", value: Uint8Array, exceptSeq: number) =>
+      findChainEntryBy(q, chainId, column, value, exceptSeq),
+  };
+}

@@ -1,0 +1,47 @@
+import type { AccessLogServer, LogEntry } from "../../gen/fieldvault/v1/access_log";
+import type { Audit } from "../../services/audit";
+import { type CallHooks, serverStream, unary } from "./call";
+
+/** AccessLog: decode → call the audit service → encode. Authorization and logging happen in the service. */
+export function accessLogHandlers(hooks: CallHooks, svc: Audit): AccessLogServer {
+  return {
+    query: serverStream(hooks, "Query", async (ctx, req, write, cancelled) => {
+      const page = await svc.query(ctx, {
+        caller: req.caller,
+        token: req.token,
+        category: req.category,
+        purpose: req.purpose,
+        outcome: req.outcome,
+        action: req.action,
+        since: req.since,
+        until: req.until,
+        pageSize: req.pageSize,
+        pageToken: req.pageToken,
+      });
+      for (const { entry: e, nextPageToken } of page.entries) {
+        if (cancelled()) return;
+        const msg: LogEntry = {
+          sequence: e.seq,
+          time: e.at,
+          caller: e.caller,
+          auth: e.auth,
+          peer: e.peer,
+          action: e.action,
+          category: e.category,
+          token: e.token,
+          purpose: e.purpose,
+          justification: e.justification,
+          outcome: e.outcome,
+          requestId: e.requestId,
+          instanceId: e.instanceId,
+          chainId: e.chainId,
+          chainSeq: e.chainSeq,
+          detail: e.detail,
+          nextPageToken,
+        };
+        await write(msg);
+      }
+    }),
+    verify: unary(hooks, "Verify", (ctx, req) => svc.verify(ctx, { since: req.since, until: req.until })),
+  };
+}
