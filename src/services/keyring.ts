@@ -1,7 +1,7 @@
 import { newKey } from "../crypto/aead";
 import type { Kek } from "../crypto/envelope";
 import { fingerprintKey } from "../crypto/fingerprint";
-import { unwrapKek, unwrapSecret, wrapKek, wrapSecret } from "../crypto/root-key";
+import { type RootKey, unwrapKek, unwrapSecret, wrapKek, wrapSecret } from "../crypto/root-key";
 import { VaultError } from "../domain/errors";
 import type { RootKeyring } from "../config/root-keys";
 import type { Db } from "../storage/db";
@@ -31,6 +31,7 @@ export class Keyring {
   private timer: NodeJS.Timeout | undefined;
   private unlisten: (() => Promise<void>) | undefined;
   private refreshing: Promise<void> | undefined;
+  private currentRoot: string | undefined;
 
   private constructor(
     private readonly db: Db,
@@ -54,7 +55,8 @@ export class Keyring {
 
   /** Creates v1 of every category and the fingerprint master key on first start. */
   private async bootstrap(): Promise<void> {
-    const root = this.roots.active;
+    const secret = await getSecret(this.db, FINGERPRINT_SECRET);
+    const root = (secret && this.roots.byId.get(secret.rootKeyId)) || this.roots.active;
     const existing = new Set((await listKekRows(this.db)).map((r) => r.category));
     for (const category of this.categories) {
       if (existing.has(category)) continue;
@@ -72,6 +74,26 @@ export class Keyring {
     return r;
   }
 
+  /** Re-reads after a change this instance made: waits out a read already under way, then reads again. */
+  async reload(): Promise<void> {
+    await this.refreshing?.catch(() => undefined);
+    await this.refresh();
+  }
+
+  /**
+   * The root key that wraps the vault's keys now (the one the last root rotation chose), if this
+   * instance was given it; else the provider's active root key.
+   */
+  wrappingRoot(): RootKey {
+    return (this.currentRoot && this.roots.byId.get(this.currentRoot)) || this.roots.active;
+  }
+
+  /** A version's key material whatever its state (for re-wrapping DEKs); undefined once destroyed. */
+  material(category: string, version: number): Kek | undefined {
+    const v = this.byCategory.get(category)?.find((r) => r.version === version);
+    return v?.key ? { version: v.version, key: v.key } : undefined;
+  }
+
   /** Re-reads KEK rows; keeps unwrapped keys it already has. Concurrent calls share one read. */
   refresh(): Promise<void> {
     this.refreshing ??= this.load().finally(() => (this.refreshing = undefined));
@@ -85,20 +107,27 @@ export class Keyring {
       const old = this.byCategory.get(row.category)?.find((o) => o.version === row.version);
       let key: Uint8Array | undefined;
       if (row.wrappedKey) {
-        key =
-          old?.key && old.rootKeyId === row.rootKeyId
-            ? old.key
-            : unwrapKek(this.root(row.rootKeyId), row.category, row.version, row.wrappedKey);
+        // A root rotation re-wraps a KEK but never changes it: a key already unwrapped stays valid.
+        key = old?.key ?? unwrapKek(this.root(row.rootKeyId), row.category, row.version, row.wrappedKey);
       }
       const list = next.get(row.category) ?? [];
       list.push({ ...row, key });
       next.set(row.category, list);
     }
+    const secret = await getSecret(this.db, FINGERPRINT_SECRET);
+    if (!secret) throw new VaultError("INTERNAL", "fingerprint key missing");
     if (this.fpKeys.size === 0) {
-      const secret = await getSecret(this.db, FINGERPRINT_SECRET);
-      if (!secret) throw new VaultError("INTERNAL", "fingerprint key missing");
       const master = unwrapSecret(this.root(secret.rootKeyId), FINGERPRINT_SECRET, secret.wrapped);
       for (const c of this.categories) this.fpKeys.set(c, fingerprintKey(master, c));
+      master.fill(0);
+    }
+    this.currentRoot = secret.rootKeyId;
+    // Key material of destroyed versions leaves memory too.
+    for (const [category, list] of this.byCategory) {
+      for (const o of list) {
+        const now = next.get(category)?.find((r) => r.version === o.version);
+        if (o.key && !now?.key) o.key.fill(0);
+      }
     }
     this.byCategory = next;
   }

@@ -69,3 +69,158 @@ export const KEY_CHANGE_CHANNEL = "fieldvault_key_change";
 export async function notifyKeyChange(q: Queryable, category: string): Promise<void> {
   await q.query("SELECT pg_notify($1, $2)", [KEY_CHANGE_CHANNEL, category]);
 }
+
+/** Locks a category's KEK rows (FOR UPDATE) for a state change; returns them oldest first. */
+export async function lockKekRows(tx: Queryable, category: string): Promise<KekRow[]> {
+  await tx.query("SELECT 1 FROM kek_versions WHERE category = $1 FOR UPDATE", [category]);
+  return listKekRows(tx, category);
+}
+
+/** Reads a category's versions and states under a share lock: state changes wait for the holder. */
+export async function shareKekStates(tx: Queryable, category: string): Promise<{ version: number; state: KeyState }[]> {
+  const { rows } = await tx.query<{ version: number; state: KeyState }>(
+    "SELECT version, state FROM kek_versions WHERE category = $1 ORDER BY version FOR SHARE",
+    [category],
+  );
+  return rows;
+}
+
+export async function insertKekVersion(
+  tx: Queryable,
+  row: { category: string; version: number; wrappedKey: Uint8Array; rootKeyId: string },
+): Promise<void> {
+  await tx.query(
+    "INSERT INTO kek_versions (category, version, state, wrapped_key, root_key_id) VALUES ($1, $2, 'active', $3, $4)",
+    [row.category, row.version, Buffer.from(row.wrappedKey), row.rootKeyId],
+  );
+}
+
+export async function setKekState(tx: Queryable, category: string, version: number, state: Exclude<KeyState, "destroyed">): Promise<void> {
+  await tx.query("UPDATE kek_versions SET state = $3, state_changed_at = now() WHERE category = $1 AND version = $2", [
+    category,
+    version,
+    state,
+  ]);
+}
+
+/** Deletes a version's key material for good: the row stays as a record, wrapped_key becomes NULL. */
+export async function destroyKek(tx: Queryable, category: string, version: number): Promise<void> {
+  await tx.query(
+    `UPDATE kek_versions SET state = 'destroyed', wrapped_key = NULL, root_key_id = NULL, state_changed_at = now()
+     WHERE category = $1 AND version = $2`,
+    [category, version],
+  );
+}
+
+/** Every KEK row with key material, locked, for a root key rotation. */
+export async function lockLiveKeks(tx: Queryable): Promise<KekRow[]> {
+  await tx.query("SELECT 1 FROM kek_versions WHERE state <> 'destroyed' FOR UPDATE");
+  return (await listKekRows(tx)).filter((r) => r.state !== "destroyed");
+}
+
+export async function rewrapKekRow(tx: Queryable, category: string, version: number, wrappedKey: Uint8Array, rootKeyId: string): Promise<void> {
+  await tx.query("UPDATE kek_versions SET wrapped_key = $3, root_key_id = $4 WHERE category = $1 AND version = $2", [
+    category,
+    version,
+    Buffer.from(wrappedKey),
+    rootKeyId,
+  ]);
+}
+
+export async function lockSecrets(tx: Queryable): Promise<{ name: string; wrapped: Uint8Array; rootKeyId: string }[]> {
+  const { rows } = await tx.query<{ name: string; wrapped: Uint8Array; root_key_id: string }>(
+    "SELECT name, wrapped, root_key_id FROM vault_secrets ORDER BY name FOR UPDATE",
+    [],
+  );
+  return rows.map((r) => ({ name: r.name, wrapped: r.wrapped, rootKeyId: r.root_key_id }));
+}
+
+export async function updateSecret(tx: Queryable, name: string, wrapped: Uint8Array, rootKeyId: string): Promise<void> {
+  await tx.query("UPDATE vault_secrets SET wrapped = $2, root_key_id = $3 WHERE name = $1", [name, Buffer.from(wrapped), rootKeyId]);
+}
+
+/** Tokens in PostgreSQL per category and KEK version (CVVs live in Redis and are not counted). */
+export async function countTokensByVersion(q: Queryable, category?: string): Promise<Map<string, Map<number, number>>> {
+  const { rows } = await q.query<{ category: string; kek_version: number; n: number }>(
+    `SELECT category, kek_version, count(*)::int AS n FROM tokens
+     WHERE ($1::text IS NULL OR category = $1) GROUP BY category, kek_version`,
+    [category ?? null],
+  );
+  const out = new Map<string, Map<number, number>>();
+  for (const r of rows) {
+    const m = out.get(r.category) ?? new Map<number, number>();
+    m.set(r.kek_version, r.n);
+    out.set(r.category, m);
+  }
+  return out;
+}
+
+export async function countTokensUnder(q: Queryable, category: string, version: number): Promise<number> {
+  const { rows } = await q.query<{ n: number }>("SELECT count(*)::int AS n FROM tokens WHERE category = $1 AND kek_version = $2", [
+    category,
+    version,
+  ]);
+  return rows[0]?.n ?? 0;
+}
+
+export interface DestroyRequest {
+  id: string;
+  category: string;
+  version: number;
+  cryptoShred: boolean;
+  requestedBy: string;
+  requestedAt: Date;
+  approvedBy: string | null;
+  approvedAt: Date | null;
+}
+
+export async function insertDestroyRequest(
+  tx: Queryable,
+  r: { id: string; category: string; version: number; cryptoShred: boolean; requestedBy: string },
+): Promise<void> {
+  await tx.query("INSERT INTO destroy_requests (id, category, version, crypto_shred, requested_by) VALUES ($1, $2, $3, $4, $5)", [
+    r.id,
+    r.category,
+    r.version,
+    r.cryptoShred,
+    r.requestedBy,
+  ]);
+}
+
+export async function lockDestroyRequest(tx: Queryable, id: string): Promise<DestroyRequest | undefined> {
+  const { rows } = await tx.query<{
+    id: string;
+    category: string;
+    version: number;
+    crypto_shred: boolean;
+    requested_by: string;
+    requested_at: Date;
+    approved_by: string | null;
+    approved_at: Date | null;
+  }>("SELECT * FROM destroy_requests WHERE id = $1 FOR UPDATE", [id]);
+  const r = rows[0];
+  return (
+    r && {
+      id: r.id,
+      category: r.category,
+      version: r.version,
+      cryptoShred: r.crypto_shred,
+      requestedBy: r.requested_by,
+      requestedAt: r.requested_at,
+      approvedBy: r.approved_by,
+      approvedAt: r.approved_at,
+    }
+  );
+}
+
+export async function approveDestroyRequest(tx: Queryable, id: string, approvedBy: string): Promise<void> {
+  await tx.query("UPDATE destroy_requests SET approved_by = $2, approved_at = now() WHERE id = $1", [id, approvedBy]);
+}
+
+/** The root key id that wraps the vault's secrets now, read under a share lock (a root rotation waits). */
+export async function currentRootKeyId(tx: Queryable, secretName: string): Promise<string | undefined> {
+  const { rows } = await tx.query<{ root_key_id: string }>("SELECT root_key_id FROM vault_secrets WHERE name = $1 FOR SHARE", [
+    secretName,
+  ]);
+  return rows[0]?.root_key_id;
+}
