@@ -8,11 +8,13 @@ import { loadSigningKey } from "./config/signing-key";
 import { readySodium } from "./crypto/sodium";
 import { defaultRegistry } from "./domain/categories";
 import { AccessLogService } from "./gen/fieldvault/v1/access_log";
+import { KeyAdminService } from "./gen/fieldvault/v1/key_admin";
 import { TokenServiceService } from "./gen/fieldvault/v1/token_service";
 import { createLogger, type Logger } from "./observability/logger";
 import { Metrics } from "./observability/metrics";
 import { createAudit } from "./services/audit";
 import { CommitQueue } from "./services/commit-queue";
+import { createKeyLifecycle } from "./services/key-lifecycle";
 import { Keyring } from "./services/keyring";
 import { PolicyHolder } from "./services/policy-holder";
 import { createTokenization } from "./services/tokenization";
@@ -31,6 +33,7 @@ import { accessLogHandlers } from "./transport/grpc/access-log";
 import type { CallHooks } from "./transport/grpc/call";
 import { Health, within } from "./transport/grpc/health";
 import { addReflection } from "./transport/grpc/reflection";
+import { keyAdminHandlers } from "./transport/grpc/key-admin";
 import { tokenServiceHandlers } from "./transport/grpc/token-service";
 
 export interface Vault {
@@ -170,6 +173,22 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       instanceId: config.instanceId,
     });
     server.addService(AccessLogService, accessLogHandlers(hooks, audit));
+    const keyLifecycle = createKeyLifecycle({
+      registry,
+      policy: () => policy.get(),
+      keyring,
+      commits,
+      db,
+      instanceId: config.instanceId,
+      cryptoperiodDays: config.cryptoperiodDays,
+      cryptoperiodOverrides: config.cryptoperiodOverrides,
+    });
+    server.addService(KeyAdminService, keyAdminHandlers(hooks, keyLifecycle));
+    cleanup.push(async () => keyLifecycle.stop());
+    if (config.autoRotate) {
+      keyLifecycle.startAutoRotation(config.autoRotateCheckMs, (err) => log.warn({ err: (err as Error).message }, "automatic key rotation failed; retrying at the next check"));
+      log.info({ checkMs: config.autoRotateCheckMs }, "automatic key rotation on: categories past their cryptoperiod rotate");
+    }
 
     // Health: SERVING only while PostgreSQL answers and every migration is applied.
     const latestMigration = Math.max(...MIGRATIONS.map((m) => m.version));
@@ -214,6 +233,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
     const close = () =>
       (closing ??= (async () => {
         health.stop();
+        keyLifecycle.stop(); // running rewraps end after their current batch; the rest waits for the next run
         await new Promise<void>((resolve) => {
           const timer = setTimeout(() => {
             server.forceShutdown();
