@@ -1,0 +1,180 @@
+import { randomBytes } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { ConfigError, DEV_ROOT_KEY_FILE, loadConfig } from "../../src/config/config";
+import { fromRoot } from "../../src/config/paths";
+import { loadRootKeys } from "../../src/config/root-keys";
+import { readySodium } from "../../src/crypto/sodium";
+
+const SECRET = "Sup3rS3cretCanary";
+const keys = (...p: string[]) => fromRoot("keys-dev", ...p);
+
+/** A production environment that passes validation; each test breaks one thing. */
+const PRODUCTION = {
+  FIELDVAULT_MODE: "production",
+  FIELDVAULT_DATABASE_URL: `postgres://vault:${SECRET}@db.internal:5432/fieldvault`,
+  FIELDVAULT_REDIS_URL: `redis://:${SECRET}@cache.internal:6379`,
+  FIELDVAULT_TLS_CERT_FILE: keys("server.pem"),
+  FIELDVAULT_TLS_KEY_FILE: keys("server.key"),
+  FIELDVAULT_TLS_CA_FILE: keys("ca.pem"),
+  FIELDVAULT_ROOT_KEY: randomBytes(32).toString("base64"),
+  FIELDVAULT_SIGNING_KEY_FILE: keys("audit-signing.key"),
+};
+
+function problemsOf(env: Record<string, string | undefined>): string[] {
+  try {
+    loadConfig(env);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    const e = err as ConfigError;
+    expect(e.message).not.toContain(SECRET);
+    for (const p of e.problems) expect(p).not.toContain(SECRET);
+    return e.problems;
+  }
+  throw new Error("expected a ConfigError");
+}
+
+function rootKeyProblems(env: Record<string, string>): string[] {
+  try {
+    loadRootKeys(loadConfig(env));
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return (err as ConfigError).problems;
+  }
+  throw new Error("expected a ConfigError");
+}
+
+beforeAll(async () => {
+  await readySodium();
+});
+
+describe("configuration", () => {
+  describe("happy", () => {
+    it("defaults to a development vault on the embedded store", () => {
+      const c = loadConfig({});
+      expect(c.mode).toBe("development");
+      expect(c.listen).toBe("127.0.0.1:50051");
+      expect(c.databaseUrl).toBeUndefined();
+      expect(c.metricsListen).toBe("127.0.0.1:9464");
+      expect(c.tls).toBeUndefined();
+    });
+
+    it("accepts a complete production environment", () => {
+      const c = loadConfig(PRODUCTION);
+      expect(c.mode).toBe("production");
+      expect(c.tls?.caFile).toBe(keys("ca.pem"));
+      expect(loadRootKeys(c).active.key).toHaveLength(32);
+    });
+
+    it("turns metrics off with FIELDVAULT_METRICS_LISTEN=off", () => {
+      expect(loadConfig({ FIELDVAULT_METRICS_LISTEN: "off" }).metricsListen).toBeUndefined();
+    });
+  });
+
+  describe("error: one clear message per bad variable, naming it", () => {
+    it.each([
+      ["FIELDVAULT_MODE", "staging"],
+      ["FIELDVAULT_LISTEN", "no-port-here"],
+      ["FIELDVAULT_LISTEN", "127.0.0.1:port"],
+      ["FIELDVAULT_DATABASE_URL", `mysql://root:${SECRET}@db/x`],
+      ["FIELDVAULT_REDIS_URL", `http://:${SECRET}@cache:6379`],
+      ["FIELDVAULT_METRICS_LISTEN", "everywhere"],
+      ["FIELDVAULT_LOG_LEVEL", "loud"],
+      ["FIELDVAULT_MAX_BATCH", "0"],
+      ["FIELDVAULT_MAX_BATCH", "100001"],
+      ["FIELDVAULT_MAX_BATCH", "lots"],
+      ["FIELDVAULT_CVV_TTL_SECONDS", "7200"],
+      ["FIELDVAULT_DB_POOL_SIZE", "-3"],
+      ["FIELDVAULT_CHECKPOINT_EVERY", "1.5"],
+      ["FIELDVAULT_SHUTDOWN_GRACE_MS", "0"],
+      ["FIELDVAULT_HEALTH_INTERVAL_MS", "soon"],
+      ["FIELDVAULT_AUTO_ROTATE", "yes"],
+      ["FIELDVAULT_INSTANCE_ID", "has spaces and / slashes"],
+      ["FIELDVAULT_POLICY_FILE", ""],
+    ])("%s=%s", (name, value) => {
+      const problems = problemsOf({ [name]: value });
+      expect(problems).toHaveLength(1);
+      expect(problems[0]!.startsWith(`${name}: `)).toBe(true);
+      expect(problems[0]!.length).toBeGreaterThan(name.length + 5);
+    });
+
+    it("reports every bad variable at once, each once, without echoing a secret", () => {
+      const problems = problemsOf({
+        FIELDVAULT_MODE: "prod",
+        FIELDVAULT_DATABASE_URL: `mysql://u:${SECRET}@h/d`,
+        FIELDVAULT_REDIS_URL: `memcached://${SECRET}`,
+        FIELDVAULT_MAX_BATCH: "-1",
+      });
+      expect(problems.map((p) => p.split(":")[0]).sort()).toEqual(
+        ["FIELDVAULT_DATABASE_URL", "FIELDVAULT_MAX_BATCH", "FIELDVAULT_MODE", "FIELDVAULT_REDIS_URL"].sort(),
+      );
+    });
+
+    it("refuses half a TLS configuration", () => {
+      const problems = problemsOf({ FIELDVAULT_TLS_CERT_FILE: keys("server.pem") });
+      expect(problems).toHaveLength(1);
+      expect(problems[0]).toMatch(/FIELDVAULT_TLS_CERT_FILE, FIELDVAULT_TLS_KEY_FILE and FIELDVAULT_TLS_CA_FILE/);
+    });
+
+    it("refuses two root-key providers at once", () => {
+      const problems = problemsOf({ FIELDVAULT_ROOT_KEY: randomBytes(32).toString("base64"), FIELDVAULT_ROOT_KEY_FILE: DEV_ROOT_KEY_FILE });
+      expect(problems).toEqual([expect.stringMatching(/^FIELDVAULT_ROOT_KEY and FIELDVAULT_ROOT_KEY_FILE/)]);
+    });
+
+    it("names a root key that is not base64 or not 32 bytes, without echoing it", () => {
+      const notB64 = rootKeyProblems({ FIELDVAULT_ROOT_KEY: `${SECRET}!!!` });
+      expect(notB64).toEqual([expect.stringMatching(/^FIELDVAULT_ROOT_KEY\[0\]: not base64/)]);
+      const short = randomBytes(31).toString("base64");
+      const tooShort = rootKeyProblems({ FIELDVAULT_ROOT_KEY: short });
+      expect(tooShort).toEqual([expect.stringMatching(/^FIELDVAULT_ROOT_KEY\[0\]: .*32 bytes/)]);
+      expect(tooShort.join()).not.toContain(short);
+      expect(notB64.join()).not.toContain(SECRET);
+    });
+
+    it("names an unreadable root key file", () => {
+      expect(rootKeyProblems({ FIELDVAULT_ROOT_KEY_FILE: "/nonexistent/root.key" })).toEqual([expect.stringMatching(/^FIELDVAULT_ROOT_KEY_FILE: cannot read/)]);
+    });
+  });
+
+  describe("security: production refuses development shortcuts", () => {
+    it("refuses embedded storage (no database URL)", () => {
+      expect(problemsOf({ ...PRODUCTION, FIELDVAULT_DATABASE_URL: undefined })).toEqual([expect.stringMatching(/^FIELDVAULT_DATABASE_URL: required in production/)]);
+    });
+
+    it("refuses in-process stand-ins for Redis", () => {
+      expect(problemsOf({ ...PRODUCTION, FIELDVAULT_REDIS_URL: undefined })).toEqual([expect.stringMatching(/^FIELDVAULT_REDIS_URL: required in production/)]);
+    });
+
+    it("refuses plaintext transport (no mutual TLS)", () => {
+      const env = { ...PRODUCTION, FIELDVAULT_TLS_CERT_FILE: undefined, FIELDVAULT_TLS_KEY_FILE: undefined, FIELDVAULT_TLS_CA_FILE: undefined };
+      expect(problemsOf(env)).toEqual([expect.stringMatching(/^FIELDVAULT_TLS_\*: production requires mutual TLS/)]);
+    });
+
+    it("refuses to fall back to the development root key when none is configured", () => {
+      expect(problemsOf({ ...PRODUCTION, FIELDVAULT_ROOT_KEY: undefined })).toEqual([expect.stringMatching(/^FIELDVAULT_ROOT_KEY or FIELDVAULT_ROOT_KEY_FILE: required in production/)]);
+    });
+
+    it("refuses the development root key given as a file", () => {
+      const env = { ...PRODUCTION, FIELDVAULT_ROOT_KEY: undefined, FIELDVAULT_ROOT_KEY_FILE: DEV_ROOT_KEY_FILE } as Record<string, string>;
+      delete env.FIELDVAULT_ROOT_KEY;
+      expect(rootKeyProblems(env)).toEqual([expect.stringMatching(/development root key is refused in production/)]);
+    });
+
+    it("refuses the development root key given in the environment, even beside another key", () => {
+      const dev = readFileSync(DEV_ROOT_KEY_FILE, "utf8").trim();
+      const problems = rootKeyProblems({ ...PRODUCTION, FIELDVAULT_ROOT_KEY: `${randomBytes(32).toString("base64")},${dev}` });
+      expect(problems).toEqual([expect.stringMatching(/development root key is refused in production/)]);
+      expect(problems.join()).not.toContain(dev);
+    });
+
+    it("lists every missing production requirement at once", () => {
+      const problems = problemsOf({ FIELDVAULT_MODE: "production" });
+      for (const name of ["FIELDVAULT_DATABASE_URL", "FIELDVAULT_REDIS_URL", "FIELDVAULT_TLS_*", "FIELDVAULT_ROOT_KEY or FIELDVAULT_ROOT_KEY_FILE", "FIELDVAULT_SIGNING_KEY_FILE"]) {
+        expect(problems.filter((p) => p.startsWith(`${name}:`))).toHaveLength(1);
+      }
+    });
+
+    it("accepts the development root key in development mode", () => {
+      expect(loadRootKeys(loadConfig({ FIELDVAULT_ROOT_KEY_FILE: DEV_ROOT_KEY_FILE })).active.key).toHaveLength(32);
+    });
+  });
+});
