@@ -154,8 +154,8 @@ describe("configuration", () => {
     });
 
     it("refuses the development root key given as a file", () => {
-      const env = { ...PRODUCTION, FIELDVAULT_ROOT_KEY: undefined, FIELDVAULT_ROOT_KEY_FILE: DEV_ROOT_KEY_FILE } as Record<string, string>;
-      delete env.FIELDVAULT_ROOT_KEY;
+      const { FIELDVAULT_ROOT_KEY: _unused, ...rest } = PRODUCTION;
+      const env = { ...rest, FIELDVAULT_ROOT_KEY_FILE: DEV_ROOT_KEY_FILE };
       expect(rootKeyProblems(env)).toEqual([expect.stringMatching(/development root key is refused in production/)]);
     });
 
