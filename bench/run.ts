@@ -12,17 +12,16 @@
  * reports the median of three rounds. Results: a table on stdout and JSON in bench/results/.
  */
 import { randomBytes } from "node:crypto";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { cpus, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
-import { parse, stringify } from "yaml";
 import type { LoadJob, LoadResult } from "./load";
 import { type Child, runLoad, startServer } from "./lib/children";
-import { type BenchDatabase, cpuTimes, createBenchDatabase, dropRedisPrefix, median, peakRssMb, REDIS_URL } from "./lib/common";
+import { cpuTimes, createBenchDatabase, dropRedisPrefix, median, peakRssMb } from "./lib/common";
+import { benchPolicy, vaultEnv } from "./lib/vault-env";
 import { seedTokens } from "./seed";
 
-const ROOT = join(__dirname, "..");
 const RESULTS = join(__dirname, "results");
 
 interface Options {
@@ -102,32 +101,6 @@ const TARGETS: { ratio: string; op: ">=" | "<="; value: number }[] = [
   { ratio: "b16/a16 p99", op: "<=", value: 1.5 },
   { ratio: "d16/a16 p99", op: "<=", value: 1.5 },
 ];
-
-function benchPolicy(dir: string): string {
-  // The development policy, with a rate budget that a benchmark does not run into.
-  const doc = parse(readFileSync(join(ROOT, "policy", "default.yaml"), "utf8")) as Record<string, unknown>;
-  doc.rate_limits = { detokenize_per_minute: 1_000_000_000 };
-  const file = join(dir, "bench-policy.yaml");
-  writeFileSync(file, stringify(doc));
-  return file;
-}
-
-export function vaultEnv(db: BenchDatabase, redisPrefix: string, policyFile: string, extra: Record<string, string> = {}): NodeJS.ProcessEnv {
-  return {
-    PATH: process.env.PATH,
-    HOME: process.env.HOME,
-    NODE_ENV: "production",
-    FIELDVAULT_MODE: "development",
-    FIELDVAULT_LISTEN: "127.0.0.1:0",
-    FIELDVAULT_METRICS_LISTEN: "off",
-    FIELDVAULT_DATABASE_URL: db.url,
-    FIELDVAULT_REDIS_URL: REDIS_URL,
-    FIELDVAULT_REDIS_PREFIX: redisPrefix,
-    FIELDVAULT_POLICY_FILE: policyFile,
-    FIELDVAULT_INSTANCE_ID: "bench",
-    ...extra,
-  };
-}
 
 async function createPeerTables(url: string): Promise<void> {
   const c = new pg.Client({ connectionString: url });

@@ -127,11 +127,16 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       log.warn("cache: in-process stand-ins for Redis (CVVs, rate budgets) — development only; set FIELDVAULT_REDIS_URL");
     }
 
-    const commits = new CommitQueue(db, {
+    // The commit queue writes on connections of its own, so a flush never waits behind lookups.
+    // PGlite has one session, so there its flushes cannot overlap.
+    const commitDb = config.databaseUrl ? createPgDb({ url: config.databaseUrl, poolSize: 2 }) : db;
+    if (commitDb !== db) cleanup.push(() => commitDb.close());
+    const commits = new CommitQueue(commitDb, {
       chainId: `${config.instanceId}.${randomBytes(4).toString("hex")}`,
       signingKey,
       checkpointEvery: config.checkpointEvery,
       checkpointIntervalMs: config.checkpointIntervalMs,
+      maxFlushesInFlight: commitDb === db ? 1 : 2,
       onFlush: (s) => metrics.commit(s),
     });
     const checkpointTimer = setInterval(() => void commits.checkpoint().catch(() => undefined), config.checkpointIntervalMs);

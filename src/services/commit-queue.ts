@@ -33,7 +33,18 @@ interface Pending {
   job: CommitJob<unknown>;
   resolve: (c: Committed<unknown>) => void;
   reject: (err: unknown) => void;
+  /** Seal the chain in this flush even if no checkpoint is due (timer, shutdown). */
+  seal?: boolean;
 }
+
+/** A flush in the pipeline: when its entries joined the chain, and whether it committed. */
+interface Stage {
+  built: Promise<void>;
+  settled: Promise<void>;
+}
+
+/** Thrown inside a flush whose chain was built on a predecessor that then failed: run it again. */
+const REQUEUE = Symbol("requeue");
 
 export interface CommitQueueOptions {
   chainId: string;
@@ -41,18 +52,27 @@ export interface CommitQueueOptions {
   checkpointEvery: number;
   checkpointIntervalMs: number;
   maxJobsPerFlush?: number;
+  /** Flushes in flight at once (default 2): the next batches write while the previous one commits. */
+  maxFlushesInFlight?: number;
   onFlush?: (stats: { jobs: number; entries: number; seconds: number; ok: boolean }) => void;
 }
 
 /**
  * Group commit: token rows and access-log entries of concurrent calls share one transaction.
- * One flush runs at a time, so this writer's hash chain is built in commit order; a failed flush
- * rolls the chain head back, so committed entries never have a gap. A promise resolves only after
- * COMMIT: this is what makes "durable before reveal" hold.
+ * Flushes are pipelined (by default two in flight, each on its own connection) so the next batch
+ * is written while the previous one commits, but they join the hash chain and COMMIT strictly in
+ * order: a flush chains only after its predecessor chained, and commits only after its
+ * predecessor settled. If a flush fails after chaining, the chain head rolls back and every
+ * successor that chained on top of it rolls back and is queued again, so committed entries never
+ * have a gap. A promise resolves only after COMMIT: this is what makes "durable before reveal" hold.
  */
 export class CommitQueue {
   private queue: Pending[] = [];
-  private flushing: Promise<void> | undefined;
+  private readonly inFlight = new Set<Promise<void>>();
+  private gathering = false;
+  private tail: Stage = { built: Promise.resolve(), settled: Promise.resolve() };
+  /** Bumped whenever a chained flush fails: successors built on the old head must run again. */
+  private epoch = 0;
   private head: Uint8Array = GENESIS_HASH;
   private seq = 0;
   private sealedSeq = 0;
@@ -81,25 +101,40 @@ export class CommitQueue {
     return this.submit({ log }).then(() => undefined);
   }
 
+  private get maxInFlight(): number {
+    return this.opts.maxFlushesInFlight ?? 2;
+  }
+
   private kick(): void {
-    if (this.flushing || this.queue.length === 0) return;
-    this.flushing = this.flushAll().finally(() => {
-      this.flushing = undefined;
+    if (this.gathering || this.queue.length === 0 || this.inFlight.size >= this.maxInFlight) return;
+    this.gathering = true;
+    const run = this.flushNext();
+    this.inFlight.add(run);
+    void run.finally(() => {
+      this.inFlight.delete(run);
       this.kick();
     });
   }
 
-  private async flushAll(): Promise<void> {
+  private async flushNext(): Promise<void> {
     // Yield once so calls arriving in the same tick join this batch.
     await new Promise<void>((r) => setImmediate(r));
-    const max = this.opts.maxJobsPerFlush ?? 512;
-    const batch = this.queue.splice(0, max);
+    this.gathering = false;
+    // Take everything queued: splitting a wave into smaller flushes costs more statements than it
+    // gains in overlap on a CPU-bound machine (measured; see docs/performance.md).
+    const batch = this.queue.splice(0, this.opts.maxJobsPerFlush ?? 512);
+    this.kick(); // the next batch may start gathering while this one writes
+    if (batch.length === 0) return;
     try {
       await this.flush(batch);
     } catch (err) {
-      if (batch.length > 1 && !isOutage(err) && !(err instanceof VaultError)) {
+      if (err === REQUEUE) {
+        this.queue.unshift(...batch);
+      } else if (batch.length > 1 && !isOutage(err) && !(err instanceof VaultError)) {
         // A statement failed for one job's data: isolate it instead of failing its neighbours.
-        for (const p of batch) await this.flush([p]).catch((e) => p.reject(asUnavailable(e)));
+        for (const p of batch) {
+          await this.flush([p]).catch((e) => (e === REQUEUE ? this.queue.unshift(p) : p.reject(asUnavailable(e))));
+        }
       } else {
         for (const p of batch) p.reject(asUnavailable(err));
       }
@@ -108,9 +143,13 @@ export class CommitQueue {
 
   private async flush(batch: Pending[]): Promise<void> {
     const started = performance.now();
-    const savedHead = this.head;
-    const savedSeq = this.seq;
-    const savedSealed = this.sealedSeq;
+    const prev = this.tail;
+    let markBuilt!: () => void;
+    let markSettled!: () => void;
+    const stage: Stage = { built: new Promise((r) => (markBuilt = r)), settled: new Promise((r) => (markSettled = r)) };
+    this.tail = stage;
+    let chainedAt: number | undefined; // the epoch this flush chained in
+    let saved = { head: this.head, seq: this.seq, sealedSeq: this.sealedSeq, lastCheckpointAt: this.lastCheckpointAt };
     let entries = 0;
     try {
       const outcomes = await this.db.transaction(async (tx) => {
@@ -125,6 +164,10 @@ export class CommitQueue {
           const result = p.job.work ? await p.job.work(tx) : undefined;
           results.push({ tokenIds, result });
         }
+        // Join the chain in flush order, synchronously (no await between reading and moving the head).
+        await prev.built;
+        saved = { head: this.head, seq: this.seq, sealedSeq: this.sealedSeq, lastCheckpointAt: this.lastCheckpointAt };
+        chainedAt = this.epoch;
         const chained: ChainedEntry[] = [];
         batch.forEach((p, i) => {
           const drafts = typeof p.job.log === "function" ? p.job.log(results[i]!.result, results[i]!.tokenIds) : p.job.log;
@@ -134,62 +177,71 @@ export class CommitQueue {
             chained.push(e);
           }
         });
+        const checkpoint = this.takeCheckpoint(batch.some((p) => p.seal));
+        markBuilt();
         entries = chained.length;
         await insertLogEntries(tx, chained);
-        await this.maybeCheckpoint(tx, false);
+        if (checkpoint) await insertCheckpoint(tx, checkpoint);
+        // Commit in chain order; if a predecessor failed, what this flush chained on is gone.
+        await prev.settled;
+        if (this.epoch !== chainedAt) throw REQUEUE;
         return results;
       });
+      markSettled();
       batch.forEach((p, i) => p.resolve(outcomes[i]!));
       this.opts.onFlush?.({ jobs: batch.length, entries, seconds: (performance.now() - started) / 1000, ok: true });
     } catch (err) {
-      this.head = savedHead;
-      this.seq = savedSeq;
-      this.sealedSeq = savedSealed;
+      if (chainedAt === undefined) {
+        // Never chained: successors chain and commit after our predecessor, as if we were not here.
+        void prev.built.then(markBuilt);
+        void prev.settled.then(markSettled);
+      } else {
+        await prev.settled;
+        if (this.epoch === chainedAt) {
+          // Our entries (and any successor's on top of them) will never commit: roll the head back.
+          this.head = saved.head;
+          this.seq = saved.seq;
+          this.sealedSeq = saved.sealedSeq;
+          this.lastCheckpointAt = saved.lastCheckpointAt;
+          this.epoch++;
+        }
+        markSettled();
+      }
       this.opts.onFlush?.({ jobs: batch.length, entries: 0, seconds: (performance.now() - started) / 1000, ok: false });
       throw err;
     }
   }
 
-  private async maybeCheckpoint(tx: Queryable, force: boolean): Promise<void> {
-    if (this.seq === this.sealedSeq) return;
+  /** A signed checkpoint of the current head when one is due (or forced); marks it sealed. */
+  private takeCheckpoint(force: boolean): Parameters<typeof insertCheckpoint>[1] | undefined {
+    if (this.seq === this.sealedSeq) return undefined;
     const due =
       force ||
       this.seq - this.sealedSeq >= this.opts.checkpointEvery ||
       Date.now() - this.lastCheckpointAt >= this.opts.checkpointIntervalMs;
-    if (!due) return;
+    if (!due) return undefined;
     const at = new Date();
     const signature = sign(this.opts.signingKey, checkpointMessage(this.opts.chainId, this.seq, this.head, at));
-    await insertCheckpoint(tx, {
-      chainId: this.opts.chainId,
-      chainSeq: this.seq,
-      hash: this.head,
-      at,
-      keyId: this.opts.signingKey.keyId,
-      signature,
-    });
     this.sealedSeq = this.seq;
     this.lastCheckpointAt = Date.now();
+    return { chainId: this.opts.chainId, chainSeq: this.seq, hash: this.head, at, keyId: this.opts.signingKey.keyId, signature };
   }
 
-  /** Seals the chain now if anything is unsealed (periodic timer and shutdown). */
+  /** Seals the chain now if anything is unsealed (periodic timer and shutdown), in chain order. */
   async checkpoint(): Promise<void> {
-    while (this.flushing) await this.flushing;
-    if (this.seq === this.sealedSeq) return;
-    const savedSealed = this.sealedSeq;
-    try {
-      await this.db.transaction((tx) => this.maybeCheckpoint(tx, true));
-    } catch (err) {
-      this.sealedSeq = savedSealed;
-      throw err;
-    }
+    if (this.seq === this.sealedSeq && this.inFlight.size === 0 && this.queue.length === 0) return;
+    await new Promise<Committed<unknown>>((resolve, reject) => {
+      this.queue.push({ job: { log: [] }, resolve, reject, seal: true });
+      this.kick();
+    });
   }
 
   /** Stops taking jobs, flushes what is queued, and seals the chain. */
   async close(): Promise<void> {
     this.closed = true;
-    while (this.flushing || this.queue.length) {
+    while (this.inFlight.size || this.queue.length) {
       this.kick();
-      if (this.flushing) await this.flushing;
+      await Promise.all([...this.inFlight]);
     }
     await this.checkpoint().catch(() => undefined);
   }

@@ -11,6 +11,7 @@ import type { CvvRecord, CvvStore, NewToken, RateLimiter, TokenRecord } from "..
 import { deleteSubject, deleteTokens } from "../storage/postgres/token-store";
 import type { CommitQueue } from "./commit-queue";
 import type { Keyring } from "./keyring";
+import { batchLookups } from "./lookup-batcher";
 
 export const CVV_MAX_TTL_SECONDS = 3600;
 const MAX_TTL_SECONDS = 10 * 365 * 24 * 3600;
@@ -72,6 +73,8 @@ function checkCount(field: string, n: number, max: number): void {
 
 /** Tokenize, detokenize, inspect and erase: the vault's use cases. Transport-free and SQL-free. */
 export function createTokenization(deps: TokenizationDeps) {
+  // Concurrent calls' lookups share one query.
+  const findTokens = batchLookups(deps.findTokens);
   const now = deps.now ?? (() => new Date());
 
   const draft = (ctx: CallContext, action: string, fields: Partial<LogDraft>): LogDraft => ({
@@ -204,7 +207,7 @@ export function createTokenization(deps: TokenizationDeps) {
   ): Promise<Map<string, Found> & { cacheDown?: boolean }> {
     const wellFormed = [...new Set(tokens.filter(isWellFormedToken))];
     const found: Map<string, Found> & { cacheDown?: boolean } = new Map<string, Found>();
-    for (const [id, r] of await deps.findTokens(wellFormed)) found.set(id, { ...r, inRedis: false });
+    for (const [id, r] of await findTokens(wellFormed)) found.set(id, { ...r, inRedis: false });
     const rest = wellFormed.filter((t) => !found.has(t));
     if (rest.length) {
       try {
