@@ -1,7 +1,10 @@
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { type RootKey, rootKeyId } from "../crypto/root-key";
 import { sodium } from "../crypto/sodium";
 import { ConfigError, type Config, DEV_ROOT_KEY_FILE } from "./config";
+
+/** rootKeyId of keys-dev/root.key, the published development key that production refuses. */
+export const DEV_ROOT_KEY_ID = "rk_21c6418a9598d389";
 
 /** The root keys a provider hands over: the active one wraps new KEKs; the others only unwrap. */
 export interface RootKeyring {
@@ -46,8 +49,10 @@ export function loadRootKeys(config: Config): RootKeyring {
   }
   if (keys.length === 0) throw new ConfigError(["FIELDVAULT_ROOT_KEY_FILE / FIELDVAULT_ROOT_KEY: no root key"]);
   if (config.mode === "production") {
-    const devId = rootKeyId(decodeKey(readFileSync(DEV_ROOT_KEY_FILE, "utf8"), "development key"));
-    if (keys.some((k) => k.id === devId)) {
+    // The id is pinned here too: a production image ships without keys-dev/.
+    const devIds = new Set([DEV_ROOT_KEY_ID]);
+    if (existsSync(DEV_ROOT_KEY_FILE)) devIds.add(rootKeyId(decodeKey(readFileSync(DEV_ROOT_KEY_FILE, "utf8"), "development key")));
+    if (keys.some((k) => devIds.has(k.id))) {
       throw new ConfigError(["FIELDVAULT_ROOT_KEY*: the development root key is refused in production mode"]);
     }
   }

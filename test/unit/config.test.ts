@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { ConfigError, DEV_ROOT_KEY_FILE, loadConfig } from "../../src/config/config";
 import { fromRoot } from "../../src/config/paths";
-import { loadRootKeys } from "../../src/config/root-keys";
+import { DEV_ROOT_KEY_ID, loadRootKeys } from "../../src/config/root-keys";
 import { readySodium } from "../../src/crypto/sodium";
 
 const SECRET = "Sup3rS3cretCanary";
@@ -171,6 +171,10 @@ describe("configuration", () => {
       for (const name of ["FIELDVAULT_DATABASE_URL", "FIELDVAULT_REDIS_URL", "FIELDVAULT_TLS_*", "FIELDVAULT_ROOT_KEY or FIELDVAULT_ROOT_KEY_FILE", "FIELDVAULT_SIGNING_KEY_FILE"]) {
         expect(problems.filter((p) => p.startsWith(`${name}:`))).toHaveLength(1);
       }
+    });
+
+    it("pins the development key's id, so an image without keys-dev/ still refuses it", () => {
+      expect(loadRootKeys(loadConfig({ FIELDVAULT_ROOT_KEY_FILE: DEV_ROOT_KEY_FILE })).active.id).toBe(DEV_ROOT_KEY_ID);
     });
 
     it("accepts the development root key in development mode", () => {
