@@ -5,6 +5,7 @@ import { newRequestId } from "../../domain/context";
 import type { Logger } from "../../observability/logger";
 import { type IdentityOptions, identify } from "./identity";
 import { statusName, toServiceError } from "./status";
+import "./strict-utf8";
 
 /** Hooks the composition root gives every handler: logging, metrics, in-flight tracking. */
 export interface CallHooks {
@@ -71,7 +72,9 @@ export function serverStream<Req, Res>(
         const requestId = ctx?.requestId ?? (err as { requestId?: string }).requestId ?? newRequestId();
         const e = toServiceError(err, requestId);
         finish(hooks, method, started, ctx, e.code, requestId, err);
-        call.destroy(Object.assign(new Error(e.details), e));
+        // emit('error'), not destroy(): grpc-js turns the stream's 'error' event into the final status;
+        // a destroyed stream never sends one, and the client would wait until its deadline.
+        call.emit("error", Object.assign(new Error(e.details), e));
       }
     })();
     void (hooks.track ? hooks.track(work) : work);
