@@ -15,7 +15,9 @@ function address(env: NodeJS.ProcessEnv): string {
   const listen = env.FIELDVAULT_LISTEN ?? "127.0.0.1:50051";
   const at = listen.lastIndexOf(":");
   const host = listen.slice(0, at);
-  return `${["0.0.0.0", "[::]", "::", ""].includes(host) ? "127.0.0.1" : host}:${listen.slice(at + 1)}`;
+  // The local vault; by name under TLS, so the certificate's DNS name matches (SNI takes no IPs).
+  const local = env.FIELDVAULT_TLS_CA_FILE ? "localhost" : "127.0.0.1";
+  return `${["0.0.0.0", "[::]", "::", "", "127.0.0.1"].includes(host) ? local : host}:${listen.slice(at + 1)}`;
 }
 
 function credentials(env: NodeJS.ProcessEnv): ChannelCredentials {
