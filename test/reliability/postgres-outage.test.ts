@@ -135,7 +135,7 @@ describe("PostgreSQL outage under load", () => {
     expect(report.entries).toBeGreaterThan(acked.size);
     // And the service's own AccessLog.Verify agrees (hash chains and signed checkpoints).
     await t.vault.commits.checkpoint();
-    const verified = await unaryCall(t.clients.log, AccessLogService.verify, "ir-analyst", {}, 20_000);
+    const verified = await unaryCall(t.clients.log, AccessLogService.verify, "ir-analyst", { since: undefined, until: undefined }, 20_000);
     expect(codeName(verified.code)).toBe("OK");
     expect(verified.value).toMatchObject({ ok: true });
     process.stdout.write(
