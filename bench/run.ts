@@ -44,7 +44,7 @@ function options(argv: string[]): Options {
     quick,
     rounds: Number(value("rounds") ?? (quick ? 1 : 3)),
     durationMs: Number(value("duration") ?? (quick ? 1.5 : 6)) * 1000,
-    warmupMs: quick ? 400 : 1000,
+    warmupMs: quick ? 500 : 1000,
     profile: flag("profile"),
     keep: flag("keep"),
   };
@@ -169,6 +169,12 @@ async function main(): Promise<void> {
         const tokens = await seedTokens(vault.address, opts.quick ? 5_000 : 20_000);
         writeFileSync(tokensFile, JSON.stringify(tokens));
       }
+      // Warm both servers' JIT (and the vault's caches and pools) before anything is measured.
+      const warm = (method: "tokenize" | "detokenize", address: string) =>
+        runLoad({ kind: "grpc", method, address, tokensFile, fields: 1, concurrency: 64, durationMs: 0, warmupMs: opts.warmupMs * 2 });
+      await warm("tokenize", noop.address);
+      await warm("tokenize", vault.address);
+      await warm("detokenize", vault.address);
       const rows = new Map<string, RowResult>();
       for (const spec of ROWS) {
         const job: LoadJob = {

@@ -19,7 +19,6 @@ import { Keyring } from "./services/keyring";
 import { PolicyHolder } from "./services/policy-holder";
 import { createTokenization } from "./services/tokenization";
 import type { Db } from "./storage/db";
-import { createEmbeddedDb } from "./storage/embedded/pglite-db";
 import { createMemoryCvvStore } from "./storage/embedded/memory-cvv-store";
 import { createLocalRateLimiter } from "./storage/local-rate-limiter";
 import { MIGRATIONS, migrate, schemaVersion } from "./storage/migrations";
@@ -83,7 +82,8 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
   try {
     const db = config.databaseUrl
       ? createPgDb({ url: config.databaseUrl, poolSize: config.dbPoolSize })
-      : await createEmbeddedDb(config.dataDir);
+      : // PGlite (~45 MB resident once loaded) is loaded only when the embedded store is used.
+        await (await import("./storage/embedded/pglite-db")).createEmbeddedDb(config.dataDir);
     cleanup.push(() => db.close());
     if (db.kind === "embedded") {
       log.warn({ dataDir: config.dataDir }, "storage: embedded PostgreSQL (PGlite) — development only; set FIELDVAULT_DATABASE_URL for production");
