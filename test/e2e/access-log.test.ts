@@ -274,6 +274,25 @@ describe("AccessLog (postgres + redis, mutual TLS)", () => {
       expect(checkpoints).toBeGreaterThan(2);
     });
 
+    it("verifies ok while other callers keep writing (one consistent snapshot)", async () => {
+      const token = (await tokenize(pay, "cardholder_name", "Busy Writer")).token;
+      let writing = true;
+      const writers = Array.from({ length: 4 }, async () => {
+        let n = 0;
+        while (writing) {
+          await pay.detokenize({ tokens: [token], purpose: "payment_authorization", justification: "busy" });
+          n++;
+        }
+        return n;
+      });
+      const results = [];
+      for (let i = 0; i < 6; i++) results.push(await ir.verify({}));
+      writing = false;
+      const written = await Promise.all(writers);
+      expect(written.reduce((a, b) => a + b, 0)).toBeGreaterThan(0);
+      for (const r of results) expect(r).toMatchObject({ ok: true, problem: "", detail: "" });
+    });
+
     it("the triggers stop the service's own writes: UPDATE and DELETE fail without the superuser bypass", async () => {
       await expect(su.query("UPDATE access_log SET outcome = 'allowed' WHERE seq = 1")).rejects.toThrow(/append-only/);
       await expect(su.query("DELETE FROM log_checkpoints")).rejects.toThrow(/append-only/);
@@ -439,5 +458,33 @@ describe("AccessLog (postgres + redis, mutual TLS)", () => {
       expect(err?.code).toBe(2);
       expect(err?.stdout).toContain(`BROKEN at sequence ${seq}: modified`);
     });
+  });
+});
+
+describe("AccessLog on the embedded backend (development, self-asserted)", () => {
+  let t: TestVault;
+  beforeAll(async () => {
+    t = await startTestVault("embedded", { FIELDVAULT_CHECKPOINT_EVERY: "3" });
+  });
+  afterAll(async () => {
+    await t?.stop();
+  });
+
+  it("queries, verifies, and names a modified row", async () => {
+    const pay = tokenApi(t.clients, "payment-service");
+    const ir = logApi(t.clients, "ir-analyst");
+    const { tokens } = await pay.tokenize({ fields: [{ category: "cardholder_name", value: "Embedded Person" }], ttlSeconds: 0, subjectRef: "" });
+    for (let i = 0; i < 5; i++) await pay.detokenize({ tokens: [tokens[0]!.token], purpose: "refund", justification: `E${i}` });
+    const entries = await ir.query({ token: tokens[0]!.token });
+    expect(entries.map((e) => e.justification)).toEqual(["E4", "E3", "E2", "E1", "E0"]);
+    expect(entries[0]!.auth).toBe("self_asserted");
+    await t.vault.commits.checkpoint();
+    expect(await ir.verify({})).toMatchObject({ ok: true });
+    const target = entries[2]!.sequence;
+    await t.vault.db.transaction(async (tx) => {
+      await tx.query("SET LOCAL session_replication_role = replica", []);
+      await tx.query("UPDATE access_log SET purpose = 'fraud_investigation' WHERE seq = $1", [target]);
+    });
+    expect(await ir.verify({})).toMatchObject({ ok: false, problem: "modified", firstBrokenSequence: target });
   });
 });

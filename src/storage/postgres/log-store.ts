@@ -230,8 +230,7 @@ export async function findChainEntryBy(
   return r ? { seq: num(r.seq), chainSeq: num(r.chain_seq) } : undefined;
 }
 
-/** The read side of the log, bound to a connection pool (the audit service's AuditStore). */
-export function auditStore(q: Queryable) {
+function logReads(q: Queryable) {
   return {
     query: (f: LogQueryFilter, limit: number) => queryLogEntries(q, f, limit),
     chains: (range: { since?: Date; until?: Date }) => logChains(q, range),
@@ -240,5 +239,21 @@ export function auditStore(q: Queryable) {
       chainCheckpoints(q, chainId, after, upTo, limit),
     findChainEntryBy: (chainId: string, column: "hash" | "prev_hash", value: Uint8Array, exceptSeq: number) =>
       findChainEntryBy(q, chainId, column, value, exceptSeq),
+  };
+}
+
+/**
+ * The read side of the log (the audit service's AuditStore). `snapshot` runs several reads in one
+ * REPEATABLE READ, READ ONLY transaction, so entries and checkpoints committed meanwhile by live
+ * writers cannot make a consistent log look broken.
+ */
+export function auditStore(db: Queryable & { transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> }) {
+  return {
+    ...logReads(db),
+    snapshot: <T>(fn: (reads: ReturnType<typeof logReads>) => Promise<T>): Promise<T> =>
+      db.transaction(async (tx) => {
+        await tx.query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY", []);
+        return fn(logReads(tx));
+      }),
   };
 }
