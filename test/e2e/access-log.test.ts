@@ -488,3 +488,61 @@ describe("AccessLog on the embedded backend (development, self-asserted)", () =>
     expect(await ir.verify({})).toMatchObject({ ok: false, problem: "modified", firstBrokenSequence: target });
   });
 });
+
+/** The SQL docs/audit.md gives for running the service under a role that cannot rewrite the log. */
+const appRoleSql = (role: string, database: string) => [
+  `CREATE ROLE ${role} LOGIN`,
+  `GRANT CONNECT ON DATABASE ${database} TO ${role}`,
+  `GRANT USAGE, CREATE ON SCHEMA public TO ${role}`,
+  `GRANT SELECT ON schema_migrations TO ${role}`,
+  `GRANT SELECT, INSERT, UPDATE, DELETE ON tokens, token_subjects, kek_versions, vault_secrets, destroy_requests TO ${role}`,
+  `GRANT SELECT, INSERT ON access_log, log_checkpoints TO ${role}`,
+  `GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO ${role}`,
+];
+
+describe("the service under a least-privilege database role (postgres)", () => {
+  const role = `fv_app_${randomBytes(4).toString("hex")}`;
+  let owner: TestVault; // ran the migrations as the owner
+  let app: TestVault; // the same database, as the service role
+  let admin: pg.Client;
+  let asRole: pg.Client;
+
+  beforeAll(async () => {
+    owner = await startTestVault("postgres");
+    admin = new pg.Client({ connectionString: owner.db!.url });
+    await admin.connect();
+    for (const sql of appRoleSql(role, owner.db!.name)) await admin.query(sql);
+    const url = new URL(owner.db!.url);
+    url.username = role;
+    app = await startTestVault("postgres", { FIELDVAULT_DATABASE_URL: url.toString() }, { db: owner.db, redisPrefix: owner.redisPrefix });
+    asRole = new pg.Client({ connectionString: url.toString() });
+    await asRole.connect();
+  });
+  afterAll(async () => {
+    await asRole?.end();
+    await app?.stop();
+    await admin?.query(`DROP OWNED BY ${role}`).catch(() => undefined);
+    await admin?.end();
+    await owner?.stop();
+    const cluster = new pg.Client({ connectionString: owner.db!.url.replace(/\/[^/]+$/, "/postgres") });
+    await cluster.connect();
+    await cluster.query(`DROP ROLE IF EXISTS ${role}`);
+    await cluster.end();
+  });
+
+  it("serves and logs calls, but cannot UPDATE, DELETE, TRUNCATE or disable the log's triggers", async () => {
+    const pay = tokenApi(app.clients, "payment-service");
+    const { tokens } = await pay.tokenize({ fields: [{ category: "cardholder_name", value: "Role Person" }], ttlSeconds: 0, subjectRef: "" });
+    const { results } = await pay.detokenize({ tokens: [tokens[0]!.token], purpose: "refund", justification: "ROLE-1" });
+    expect(results[0]!.outcome).toEqual({ $case: "value", value: "Role Person" });
+    await app.vault.commits.checkpoint();
+    expect(await logApi(app.clients, "ir-analyst").verify({})).toMatchObject({ ok: true });
+
+    await expect(asRole.query("UPDATE access_log SET outcome = 'allowed'")).rejects.toThrow(/permission denied/);
+    await expect(asRole.query("DELETE FROM access_log")).rejects.toThrow(/permission denied/);
+    await expect(asRole.query("DELETE FROM log_checkpoints")).rejects.toThrow(/permission denied/);
+    await expect(asRole.query("TRUNCATE access_log")).rejects.toThrow(/permission denied/);
+    await expect(asRole.query("ALTER TABLE access_log DISABLE TRIGGER ALL")).rejects.toThrow(/must be owner/);
+    await expect(asRole.query("SET session_replication_role = replica")).rejects.toThrow(/permission denied/);
+  });
+});
