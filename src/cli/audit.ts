@@ -3,6 +3,8 @@ import type { Writable } from "node:stream";
 import type { Metadata, ServiceError } from "@grpc/grpc-js";
 import { type Command, Option } from "commander";
 import { AccessLogClient, type LogEntry, type QueryRequest, type VerifyResponse } from "../gen/fieldvault/v1/access_log";
+import { loadSigningKey } from "../config/signing-key";
+import { readySodium } from "../crypto/sodium";
 import { addConnectOptions, type ConnectOptions, credentials, metadata } from "./connect";
 
 /** `fieldvault audit query | verify | export`: the incident responder's view of the access log. */
@@ -201,6 +203,16 @@ export function registerAudit(program: Command): void {
       } finally {
         log.close();
       }
+    });
+
+  audit
+    .command("public-key")
+    .description("print the public half of a checkpoint signing key (for FIELDVAULT_AUDIT_TRUSTED_KEYS after a key change); offline")
+    .argument("<signing-key-file>", "the base64 Ed25519 seed file (FIELDVAULT_SIGNING_KEY_FILE)")
+    .action(async (file: string) => {
+      await readySodium();
+      const key = loadSigningKey(file);
+      out(`${Buffer.from(key.publicKey).toString("base64")}  ${key.keyId}`);
     });
 
   addFilters(addConnectOptions(audit.command("export")))

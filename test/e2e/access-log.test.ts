@@ -53,7 +53,9 @@ describe("AccessLog (postgres + redis, mutual TLS)", () => {
     const policy = YAML.parse(readFileSync(fromRoot("policy", "default.yaml"), "utf8"));
     policy.callers["support-desk"].detokenize_per_minute = 2;
     writeFileSync(path.join(dir, "policy.yaml"), YAML.stringify(policy));
-    oldKey = signingKeyFromSeed(randomBytes(32));
+    const oldSeed = randomBytes(32);
+    writeFileSync(path.join(dir, "old-signing.key"), oldSeed.toString("base64") + "\n");
+    oldKey = signingKeyFromSeed(oldSeed);
     t = await startTestVault("postgres", {
       ...TLS_ENV,
       FIELDVAULT_POLICY_FILE: path.join(dir, "policy.yaml"),
@@ -441,6 +443,11 @@ describe("AccessLog (postgres + redis, mutual TLS)", () => {
       expect(lines[0]).toBe("sequence,time,caller,auth,peer,action,category,token,purpose,justification,outcome,request_id,instance_id,chain_id,chain_seq,detail");
       expect(lines).toHaveLength(2);
       expect(lines[1]).toContain(token);
+    });
+
+    it("public-key prints the base64 public key to list in FIELDVAULT_AUDIT_TRUSTED_KEYS", async () => {
+      const { stdout } = await run("npx", ["tsx", fromRoot("src", "cli", "main.ts"), "audit", "public-key", path.join(dir, "old-signing.key")], { cwd: fromRoot(), env: { ...process.env, NODE_OPTIONS: "" } });
+      expect(stdout.trim()).toBe(`${Buffer.from(oldKey.publicKey).toString("base64")}  ${oldKey.keyId}`);
     });
 
     it("verify prints the first broken sequence and exits 2 when a row was altered", async () => {
