@@ -103,7 +103,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
     });
     cleanup.push(() => metrics.close());
     metrics.keyVersions(() => registry.names().flatMap((category) => keyring.versions(category).map((v) => ({ category, state: v.state }))));
-    if (db.kind === "postgres") metrics.dbPool(config.dbPoolSize);
+    if (db.kind === "postgres") metrics.dbPool(config.dbPoolSize, db.poolStats);
 
     let cvv: CvvStore;
     let rateLimiter: RateLimiter;

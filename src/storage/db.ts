@@ -17,6 +17,8 @@ export interface Db extends Queryable {
   /** LISTEN on a channel; returns an unsubscribe function. */
   listen(channel: string, onPayload: (payload: string) => void): Promise<() => Promise<void>>;
   close(): Promise<void>;
+  /** Connection pool counts, where there is a pool (metrics). */
+  poolStats?(): { total: number; idle: number; waiting: number };
 }
 
 /** SQLSTATE classes that are our own bugs or data conflicts, not an outage. */

@@ -117,5 +117,6 @@ export function createPgDb(opts: PgOptions): Db {
     async close() {
       await pool.end();
     },
+    poolStats: () => ({ total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount }),
   };
 }
