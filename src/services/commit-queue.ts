@@ -80,7 +80,7 @@ export class CommitQueue {
   private closed = false;
 
   constructor(
-    private readonly db: { transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> },
+    private readonly db: { transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>; query?: Queryable["query"] },
     private readonly opts: CommitQueueOptions,
   ) {}
 
@@ -151,42 +151,66 @@ export class CommitQueue {
     let chainedAt: number | undefined; // the epoch this flush chained in
     let saved = { head: this.head, seq: this.seq, sealedSeq: this.sealedSeq, lastCheckpointAt: this.lastCheckpointAt };
     let entries = 0;
-    try {
-      const outcomes = await this.db.transaction(async (tx) => {
-        const allTokens = batch.flatMap((p) => p.job.tokens ?? []);
-        const ids = await insertTokens(tx, allTokens);
-        const results: Committed<unknown>[] = [];
-        let at = 0;
-        for (const p of batch) {
-          const n = p.job.tokens?.length ?? 0;
-          const tokenIds = ids.slice(at, at + n);
-          at += n;
-          const result = p.job.work ? await p.job.work(tx) : undefined;
-          results.push({ tokenIds, result });
+    // Joins the chain in flush order, synchronously (no await between reading and moving the head).
+    const join = (results: Committed<unknown>[]) => {
+      saved = { head: this.head, seq: this.seq, sealedSeq: this.sealedSeq, lastCheckpointAt: this.lastCheckpointAt };
+      chainedAt = this.epoch;
+      const chained: ChainedEntry[] = [];
+      batch.forEach((p, i) => {
+        const drafts = typeof p.job.log === "function" ? p.job.log(results[i]!.result, results[i]!.tokenIds) : p.job.log;
+        for (const d of drafts) {
+          const e = chain(d, this.opts.chainId, ++this.seq, this.head);
+          this.head = e.hash;
+          chained.push(e);
         }
-        // Join the chain in flush order, synchronously (no await between reading and moving the head).
-        await prev.built;
-        saved = { head: this.head, seq: this.seq, sealedSeq: this.sealedSeq, lastCheckpointAt: this.lastCheckpointAt };
-        chainedAt = this.epoch;
-        const chained: ChainedEntry[] = [];
-        batch.forEach((p, i) => {
-          const drafts = typeof p.job.log === "function" ? p.job.log(results[i]!.result, results[i]!.tokenIds) : p.job.log;
-          for (const d of drafts) {
-            const e = chain(d, this.opts.chainId, ++this.seq, this.head);
-            this.head = e.hash;
-            chained.push(e);
-          }
-        });
-        const checkpoint = this.takeCheckpoint(batch.some((p) => p.seal));
-        markBuilt();
-        entries = chained.length;
-        await insertLogEntries(tx, chained);
-        if (checkpoint) await insertCheckpoint(tx, checkpoint);
-        // Commit in chain order; if a predecessor failed, what this flush chained on is gone.
-        await prev.settled;
-        if (this.epoch !== chainedAt) throw REQUEUE;
-        return results;
       });
+      const checkpoint = this.takeCheckpoint(batch.some((p) => p.seal));
+      markBuilt();
+      entries = chained.length;
+      return { chained, checkpoint };
+    };
+    // Log entries alone (detokenize, inspect): one INSERT is its own transaction, sent once the
+    // predecessor settled. One statement instead of BEGIN, INSERT, COMMIT.
+    const logOnly = this.db.query !== undefined && batch.every((p) => !p.job.work && !p.job.tokens?.length && !p.seal);
+    try {
+      const outcomes = logOnly
+        ? await (async () => {
+            const results: Committed<unknown>[] = batch.map(() => ({ tokenIds: [], result: undefined }));
+            await prev.built;
+            const { chained, checkpoint } = join(results);
+            await prev.settled;
+            if (this.epoch !== chainedAt) throw REQUEUE;
+            if (checkpoint) {
+              await this.db.transaction(async (tx) => {
+                await insertLogEntries(tx, chained);
+                await insertCheckpoint(tx, checkpoint);
+              });
+            } else {
+              await insertLogEntries(this.db as Queryable, chained);
+            }
+            return results;
+          })()
+        : await this.db.transaction(async (tx) => {
+            const allTokens = batch.flatMap((p) => p.job.tokens ?? []);
+            const ids = await insertTokens(tx, allTokens);
+            const results: Committed<unknown>[] = [];
+            let at = 0;
+            for (const p of batch) {
+              const n = p.job.tokens?.length ?? 0;
+              const tokenIds = ids.slice(at, at + n);
+              at += n;
+              const result = p.job.work ? await p.job.work(tx) : undefined;
+              results.push({ tokenIds, result });
+            }
+            await prev.built;
+            const { chained, checkpoint } = join(results);
+            await insertLogEntries(tx, chained);
+            if (checkpoint) await insertCheckpoint(tx, checkpoint);
+            // Commit in chain order; if a predecessor failed, what this flush chained on is gone.
+            await prev.settled;
+            if (this.epoch !== chainedAt) throw REQUEUE;
+            return results;
+          });
       markSettled();
       batch.forEach((p, i) => p.resolve(outcomes[i]!));
       this.opts.onFlush?.({ jobs: batch.length, entries, seconds: (performance.now() - started) / 1000, ok: true });
