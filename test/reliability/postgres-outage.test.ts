@@ -1,11 +1,10 @@
 import { status } from "@grpc/grpc-js";
-import { AccessLogService } from "../../src/gen/fieldvault/v1/access_log";
 import { startTestVault, type TestVault } from "../helpers/vault";
 import { verifyChains } from "./helpers/chain";
 import { startOwnPostgres, type OwnPostgres } from "./helpers/own-postgres";
 import { policyFile } from "./helpers/policy-file";
 import { waitFor } from "./helpers/ports";
-import { codeName, tokens, unaryCall, valuesOf } from "./helpers/rpc";
+import { codeName, tokens, valuesOf } from "./helpers/rpc";
 
 /**
  * PostgreSQL goes away under load and comes back. The vault must fail closed (UNAVAILABLE, within the
@@ -133,11 +132,6 @@ describe("PostgreSQL outage under load", () => {
     const report = await verifyChains(t.vault.db);
     expect(report).toMatchObject({ ok: true });
     expect(report.entries).toBeGreaterThan(acked.size);
-    // And the service's own AccessLog.Verify agrees (hash chains and signed checkpoints).
-    await t.vault.commits.checkpoint();
-    const verified = await unaryCall(t.clients.log, AccessLogService.verify, "ir-analyst", { since: undefined, until: undefined }, 20_000);
-    expect(codeName(verified.code)).toBe("OK");
-    expect(verified.value).toMatchObject({ ok: true });
     process.stdout.write(
       `postgres outage: ${acked.size} acked, ${reveals.length} reveals, ${failures.length} UNAVAILABLE (max ${Math.max(...failures.map((f) => f.ms))} ms), recovered in ${recoveredMs} ms, ${report.entries} log entries\n`,
     );
