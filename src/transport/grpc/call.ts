@@ -57,10 +57,17 @@ export function serverStream<Req, Res>(
     let ctx: CallContext | undefined;
     let cancelled = false;
     call.on("cancelled", () => (cancelled = true));
+    // A cancelled call never drains: resolve then too, so `run` sees cancelled() instead of hanging.
     const write = (msg: Res) =>
       new Promise<void>((resolve) => {
-        if (call.write(msg)) resolve();
-        else call.once("drain", () => resolve());
+        if (cancelled || call.write(msg)) return resolve();
+        const done = () => {
+          call.off("drain", done);
+          call.off("cancelled", done);
+          resolve();
+        };
+        call.once("drain", done);
+        call.once("cancelled", done);
       });
     const work = (async () => {
       try {
