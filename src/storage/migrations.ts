@@ -126,8 +126,13 @@ const MIGRATION_LOCK = 0x66766d67; // "fvmg"
 /** Applies pending migrations; safe with several instances starting at once. Returns the versions applied. */
 export async function migrate(db: Db): Promise<number[]> {
   return db.withAdvisoryLock(MIGRATION_LOCK, async (session) => {
-    await session.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
-      version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
+    // Only create the bookkeeping table when missing: a least-privilege role without CREATE on the
+    // schema can then start against an already-migrated database.
+    const { rows: exists } = await session.query<{ t: string | null }>("SELECT to_regclass('schema_migrations')::text AS t", []);
+    if (!exists[0]?.t) {
+      await session.query(`CREATE TABLE IF NOT EXISTS schema_migrations (
+        version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`);
+    }
     const { rows } = await session.query<{ version: number }>("SELECT version FROM schema_migrations");
     const done = new Set(rows.map((r) => r.version));
     const applied: number[] = [];

@@ -500,7 +500,7 @@ describe("AccessLog on the embedded backend (development, self-asserted)", () =>
 const appRoleSql = (role: string, database: string) => [
   `CREATE ROLE ${role} LOGIN`,
   `GRANT CONNECT ON DATABASE ${database} TO ${role}`,
-  `GRANT USAGE, CREATE ON SCHEMA public TO ${role}`,
+  `GRANT USAGE ON SCHEMA public TO ${role}`,
   `GRANT SELECT ON schema_migrations TO ${role}`,
   `GRANT SELECT, INSERT, UPDATE, DELETE ON tokens, token_subjects, kek_versions, vault_secrets, destroy_requests TO ${role}`,
   `GRANT SELECT, INSERT ON access_log, log_checkpoints TO ${role}`,
