@@ -73,6 +73,8 @@ export class CommitQueue {
   private tail: Stage = { built: Promise.resolve(), settled: Promise.resolve() };
   /** Bumped whenever a chained flush fails: successors built on the old head must run again. */
   private epoch = 0;
+  /** How many times this writer moved to a fresh chain after a failed flush. */
+  private chainNo = 0;
   private head: Uint8Array = GENESIS_HASH;
   private seq = 0;
   private sealedSeq = 0;
@@ -84,8 +86,9 @@ export class CommitQueue {
     private readonly opts: CommitQueueOptions,
   ) {}
 
+  /** The chain this writer appends to now: a new one after any failed flush (see `flush`). */
   get chainId(): string {
-    return this.opts.chainId;
+    return this.chainNo === 0 ? this.opts.chainId : `${this.opts.chainId}.r${this.chainNo}`;
   }
 
   submit<T>(job: CommitJob<T>): Promise<Committed<T>> {
@@ -149,17 +152,15 @@ export class CommitQueue {
     const stage: Stage = { built: new Promise((r) => (markBuilt = r)), settled: new Promise((r) => (markSettled = r)) };
     this.tail = stage;
     let chainedAt: number | undefined; // the epoch this flush chained in
-    let saved = { head: this.head, seq: this.seq, sealedSeq: this.sealedSeq, lastCheckpointAt: this.lastCheckpointAt };
     let entries = 0;
     // Joins the chain in flush order, synchronously (no await between reading and moving the head).
     const join = (results: Committed<unknown>[]) => {
-      saved = { head: this.head, seq: this.seq, sealedSeq: this.sealedSeq, lastCheckpointAt: this.lastCheckpointAt };
       chainedAt = this.epoch;
       const chained: ChainedEntry[] = [];
       batch.forEach((p, i) => {
         const drafts = typeof p.job.log === "function" ? p.job.log(results[i]!.result, results[i]!.tokenIds) : p.job.log;
         for (const d of drafts) {
-          const e = chain(d, this.opts.chainId, ++this.seq, this.head);
+          const e = chain(d, this.chainId, ++this.seq, this.head);
           this.head = e.hash;
           chained.push(e);
         }
@@ -222,11 +223,15 @@ export class CommitQueue {
       } else {
         await prev.settled;
         if (this.epoch === chainedAt) {
-          // Our entries (and any successor's on top of them) will never commit: roll the head back.
-          this.head = saved.head;
-          this.seq = saved.seq;
-          this.sealedSeq = saved.sealedSeq;
-          this.lastCheckpointAt = saved.lastCheckpointAt;
+          // Our entries (and any successor's on top of them) may or may not have committed: a lost
+          // COMMIT acknowledgement looks just like a failure. Rolling the head back could then reuse
+          // a committed chain position forever after; instead continue on a fresh chain from genesis.
+          // Either way no chain has a gap, and successors are queued again onto the new chain.
+          this.chainNo++;
+          this.head = GENESIS_HASH;
+          this.seq = 0;
+          this.sealedSeq = 0;
+          this.lastCheckpointAt = Date.now();
           this.epoch++;
         }
         markSettled();
@@ -245,10 +250,10 @@ export class CommitQueue {
       Date.now() - this.lastCheckpointAt >= this.opts.checkpointIntervalMs;
     if (!due) return undefined;
     const at = new Date();
-    const signature = sign(this.opts.signingKey, checkpointMessage(this.opts.chainId, this.seq, this.head, at));
+    const signature = sign(this.opts.signingKey, checkpointMessage(this.chainId, this.seq, this.head, at));
     this.sealedSeq = this.seq;
     this.lastCheckpointAt = Date.now();
-    return { chainId: this.opts.chainId, chainSeq: this.seq, hash: this.head, at, keyId: this.opts.signingKey.keyId, signature };
+    return { chainId: this.chainId, chainSeq: this.seq, hash: this.head, at, keyId: this.opts.signingKey.keyId, signature };
   }
 
   /** Seals the chain now if anything is unsealed (periodic timer and shutdown), in chain order. */

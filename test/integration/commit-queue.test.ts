@@ -1,0 +1,112 @@
+import { randomBytes } from "node:crypto";
+import type { LogDraft } from "../../src/domain/access-log";
+import { readySodium } from "../../src/crypto/sodium";
+import { signingKeyFromSeed } from "../../src/crypto/signing";
+import { CommitQueue } from "../../src/services/commit-queue";
+import type { Db, Queryable } from "../../src/storage/db";
+import { migrate } from "../../src/storage/migrations";
+import { createPgDb } from "../../src/storage/postgres/pg-db";
+import { createTestDatabase, type TestDatabase } from "../helpers/backends";
+import { verifyChains } from "../reliability/helpers/chain";
+
+const draft = (n: number): LogDraft => ({
+  at: new Date(),
+  caller: "payment-service",
+  auth: "self_asserted",
+  peer: "ipv4:127.0.0.1:1",
+  action: "detokenize",
+  category: "card_number",
+  token: `tok_${String(n).padStart(22, "0")}`,
+  purpose: "refund",
+  justification: "",
+  outcome: "allowed",
+  requestId: `req_${n}`,
+  instanceId: "fv-test",
+  detail: "",
+});
+
+/**
+ * The real database, with one failure we cannot provoke on demand: a COMMIT that succeeded but
+ * whose acknowledgement was lost. The transaction really commits; the caller is told it failed.
+ */
+function losingOneAck(db: Db): Db & { loseNextAck(): void } {
+  let lose = false;
+  const afterCommit = <T>(out: T): T => {
+    if (lose) {
+      lose = false;
+      throw Object.assign(new Error("Connection terminated unexpectedly"), { code: "ECONNRESET" });
+    }
+    return out;
+  };
+  return {
+    ...db,
+    loseNextAck: () => (lose = true),
+    async transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
+      return afterCommit(await db.transaction(fn));
+    },
+    async query<R>(text: string, params?: unknown[]) {
+      return afterCommit(await db.query<R>(text, params));
+    },
+  };
+}
+
+describe("CommitQueue on PostgreSQL", () => {
+  let tdb: TestDatabase;
+  let db: Db;
+
+  beforeAll(async () => {
+    await readySodium();
+    tdb = await createTestDatabase();
+    db = createPgDb({ url: tdb.url, poolSize: 4 });
+    await migrate(db);
+  });
+  afterAll(async () => {
+    await db?.close();
+    await tdb?.drop();
+  });
+
+  it("keeps logging after a commit whose acknowledgement was lost, on a fresh chain with no gap or reuse", async () => {
+    const flaky = losingOneAck(db);
+    const q = new CommitQueue(flaky, {
+      chainId: `fv-test.${randomBytes(3).toString("hex")}`,
+      signingKey: signingKeyFromSeed(new Uint8Array(32).fill(7)),
+      checkpointEvery: 1000,
+      checkpointIntervalMs: 60_000,
+    });
+    await q.append([draft(1), draft(2)]);
+    flaky.loseNextAck();
+    await expect(q.append([draft(3)])).rejects.toMatchObject({ code: "UNAVAILABLE" });
+    // Entry 3 did commit: a writer that rolled its chain back would now collide with it forever.
+    for (let i = 4; i < 10; i++) await q.append([draft(i)]);
+    await q.close();
+
+    const { rows } = await db.query<{ chain_id: string; n: number }>(
+      "SELECT chain_id, count(*)::int AS n FROM access_log GROUP BY chain_id ORDER BY min(seq)",
+      [],
+    );
+    expect(rows.map((r) => r.n)).toEqual([3, 6]);
+    expect(rows[1]!.chain_id).toBe(`${rows[0]!.chain_id}.r1`);
+    expect(await verifyChains(db)).toMatchObject({ ok: true, chains: 2, entries: 9 });
+  });
+
+  it("group-commits concurrent appends and keeps one gap-free chain", async () => {
+    let flushes = 0;
+    const counted = new CommitQueue(db, {
+      chainId: `fv-test.${randomBytes(3).toString("hex")}`,
+      signingKey: signingKeyFromSeed(new Uint8Array(32).fill(9)),
+      checkpointEvery: 50,
+      checkpointIntervalMs: 60_000,
+      onFlush: ({ ok }) => ok && flushes++,
+    });
+    await Promise.all(Array.from({ length: 300 }, (_, i) => counted.append([draft(i)])));
+    await counted.close();
+    expect(flushes).toBeLessThan(300 / 4);
+    expect((await verifyChains(db)).ok).toBe(true);
+    // Closing seals the chain: the last checkpoint covers its last entry.
+    const { rows } = await db.query<{ n: number }>(
+      "SELECT max(chain_seq)::int AS n FROM log_checkpoints WHERE chain_id = $1",
+      [counted.chainId],
+    );
+    expect(rows[0]!.n).toBe(300);
+  });
+});
