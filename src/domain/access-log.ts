@@ -78,3 +78,29 @@ export interface Checkpoint {
   keyId: string;
   signature: Uint8Array;
 }
+
+/** The entry for one call: the caller's context, the action, and only the fields that apply. */
+export function logDraft(
+  ctx: { identity: string; auth: AuthMethod; peer: string; requestId: string },
+  instanceId: string,
+  at: Date,
+  action: string,
+  fields: Partial<LogDraft> = {},
+): LogDraft {
+  return {
+    at,
+    caller: ctx.identity,
+    auth: ctx.auth,
+    peer: ctx.peer,
+    action,
+    category: "",
+    token: "",
+    purpose: "",
+    justification: "",
+    outcome: "ok",
+    requestId: ctx.requestId,
+    instanceId,
+    detail: "",
+    ...fields,
+  };
+}

@@ -1,4 +1,4 @@
-import { type ChainedEntry, checkpointMessage, entryHash, GENESIS_HASH, type LogDraft } from "../domain/access-log";
+import { type ChainedEntry, checkpointMessage, entryHash, GENESIS_HASH, type LogDraft, logDraft } from "../domain/access-log";
 import type { CallContext } from "../domain/context";
 import { denied, invalid, VaultError } from "../domain/errors";
 import type { Policy } from "../domain/policy";
@@ -101,22 +101,8 @@ const hex = (b: Uint8Array) => Buffer.from(b).toString("hex").slice(0, 16);
 export function createAudit(deps: AuditDeps) {
   const now = deps.now ?? (() => new Date());
 
-  const draft = (ctx: CallContext, action: string, fields: Partial<LogDraft>): LogDraft => ({
-    at: now(),
-    caller: ctx.identity,
-    auth: ctx.auth,
-    peer: ctx.peer,
-    action,
-    category: "",
-    token: "",
-    purpose: "",
-    justification: "",
-    outcome: "ok",
-    requestId: ctx.requestId,
-    instanceId: deps.instanceId,
-    detail: "",
-    ...fields,
-  });
+  const draft = (ctx: CallContext, action: string, fields: Partial<LogDraft> = {}): LogDraft =>
+    logDraft(ctx, deps.instanceId, now(), action, fields);
 
   /** Only log readers; a refusal is itself logged (best effort: the caller learns nothing either way). */
   async function authorize(ctx: CallContext, action: string): Promise<void> {

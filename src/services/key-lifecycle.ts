@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { newKey } from "../crypto/aead";
 import { type Kek, rewrapDek } from "../crypto/envelope";
 import { type RootKey, unwrapKek, unwrapSecret, wrapKek, wrapSecret } from "../crypto/root-key";
-import type { LogDraft } from "../domain/access-log";
+import { type LogDraft, logDraft } from "../domain/access-log";
 import type { CategoryRegistry } from "../domain/categories";
 import { type CallContext, newRequestId } from "../domain/context";
 import { denied, invalid, notFound, precondition, VaultError } from "../domain/errors";
@@ -117,22 +117,8 @@ export function createKeyLifecycle(deps: KeyLifecycleDeps) {
   const pastPeriod = (row: Pick<KekRow, "state" | "createdAt" | "category">, at: Date) =>
     row.state === "active" && ageSeconds(row.createdAt, at) > cryptoperiodSeconds(row.category);
 
-  const draft = (ctx: CallContext, action: string, fields: Partial<LogDraft>): LogDraft => ({
-    at: now(),
-    caller: ctx.identity,
-    auth: ctx.auth,
-    peer: ctx.peer,
-    action,
-    category: "",
-    token: "",
-    purpose: "",
-    justification: "",
-    outcome: "ok",
-    requestId: ctx.requestId,
-    instanceId: deps.instanceId,
-    detail: "",
-    ...fields,
-  });
+  const draft = (ctx: CallContext, action: string, fields: Partial<LogDraft> = {}): LogDraft =>
+    logDraft(ctx, deps.instanceId, now(), action, fields);
   const outcomeOf = (err: VaultError) => (err.code === "PERMISSION_DENIED" ? "denied" : err.code.toLowerCase());
 
   /** Only key administrators; every refusal is in the log, whatever step refused. */

@@ -1,7 +1,7 @@
 import { type Kek, openValue, sealValue } from "../crypto/envelope";
 import { fingerprint } from "../crypto/fingerprint";
 import { isWellFormedToken, newToken } from "../crypto/tokens";
-import type { LogDraft } from "../domain/access-log";
+import { type LogDraft, logDraft } from "../domain/access-log";
 import type { CategoryRegistry, MaskedView } from "../domain/categories";
 import type { CallContext } from "../domain/context";
 import { DependencyError, denied, invalid, VaultError } from "../domain/errors";
@@ -77,22 +77,8 @@ export function createTokenization(deps: TokenizationDeps) {
   const findTokens = batchLookups(deps.findTokens);
   const now = deps.now ?? (() => new Date());
 
-  const draft = (ctx: CallContext, action: string, fields: Partial<LogDraft>): LogDraft => ({
-    at: now(),
-    caller: ctx.identity,
-    auth: ctx.auth,
-    peer: ctx.peer,
-    action,
-    category: "",
-    token: "",
-    purpose: "",
-    justification: "",
-    outcome: "ok",
-    requestId: ctx.requestId,
-    instanceId: deps.instanceId,
-    detail: "",
-    ...fields,
-  });
+  const draft = (ctx: CallContext, action: string, fields: Partial<LogDraft> = {}): LogDraft =>
+    logDraft(ctx, deps.instanceId, now(), action, fields);
 
   /** Logs a refused call, then throws its error. The refusal is recorded even if nothing else is. */
   async function refuse(ctx: CallContext, action: string, err: VaultError, fields: Partial<LogDraft> = {}): Promise<never> {
