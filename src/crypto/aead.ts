@@ -40,19 +40,25 @@ export function open(key: Uint8Array, blob: Uint8Array, aad: Uint8Array): Uint8A
   }
 }
 
-const utf8 = new TextEncoder();
-
-/** Unambiguous AAD: a label, then each part as u16 length ‖ UTF-8 bytes. */
+/**
+ * Unambiguous AAD: format byte, then a label and each part as u16 length ‖ UTF-8 bytes. Written
+ * straight into one buffer (it runs twice per field on the hot path).
+ */
 export function aad(label: string, ...parts: (string | number)[]): Uint8Array {
-  const encoded = [label, ...parts.map(String)].map((p) => utf8.encode(p));
-  const out = new Uint8Array(encoded.reduce((n, p) => n + 2 + p.length, 1));
+  const strs = [label];
+  let len = 1 + 2 + Buffer.byteLength(label);
+  for (const p of parts) {
+    const str = String(p);
+    strs.push(str);
+    len += 2 + Buffer.byteLength(str);
+  }
+  const out = Buffer.allocUnsafe(len);
   out[0] = FORMAT_V1;
   let at = 1;
-  for (const p of encoded) {
-    out[at] = p.length >> 8;
-    out[at + 1] = p.length & 0xff;
-    out.set(p, at + 2);
-    at += 2 + p.length;
+  for (const str of strs) {
+    const n = out.write(str, at + 2, "utf8");
+    out.writeUInt16BE(n, at);
+    at += 2 + n;
   }
   return out;
 }

@@ -72,16 +72,18 @@ interface Finding {
   detail: string;
 }
 
-// ---- page cursor: opaque to callers, "v1:<seq>" in base64url inside ----
+// ---- page cursor: opaque to callers, "v2:<time ms>:<seq>" in base64url inside ----
+// Pages follow (at, seq) newest first, the order of the (caller|token, at DESC, seq DESC) indexes, so a
+// filtered page reads only its own rows, however long the log.
 
-export function encodeCursor(seq: number): string {
-  return Buffer.from(`v1:${seq}`).toString("base64url");
+export function encodeCursor(entry: { at: Date; seq: number }): string {
+  return Buffer.from(`v2:${entry.at.getTime()}:${entry.seq}`).toString("base64url");
 }
 
-function decodeCursor(token: string): number {
-  const m = /^v1:(\d{1,16})$/.exec(Buffer.from(token, "base64url").toString("utf8"));
+function decodeCursor(token: string): { at: Date; seq: number } {
+  const m = /^v2:(\d{1,15}):(\d{1,16})$/.exec(Buffer.from(token, "base64url").toString("utf8"));
   if (!m || !/^[A-Za-z0-9_-]+$/.test(token)) throw invalid("page_token: not a cursor returned by Query");
-  return Number(m[1]);
+  return { at: new Date(Number(m[1])), seq: Number(m[2]) };
 }
 
 function checkFilter(field: string, value: string): void {
@@ -125,12 +127,12 @@ export function createAudit(deps: AuditDeps) {
 
   async function query(ctx: CallContext, req: QueryRequest): Promise<QueryPage> {
     await authorize(ctx, "log_query");
-    let beforeSeq: number | undefined;
+    let before: { at: Date; seq: number } | undefined;
     const pageSize = Math.min(req.pageSize || DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);
     await refuseInvalid(ctx, "log_query", () => {
       for (const f of ["caller", "token", "category", "purpose", "outcome", "action"] as const) checkFilter(f, req[f]);
       checkRange(req.since, req.until);
-      if (req.pageToken) beforeSeq = decodeCursor(req.pageToken);
+      if (req.pageToken) before = decodeCursor(req.pageToken);
     });
     const filter: LogQueryFilter = {
       caller: req.caller || undefined,
@@ -141,7 +143,7 @@ export function createAudit(deps: AuditDeps) {
       action: req.action || undefined,
       since: req.since,
       until: req.until,
-      beforeSeq,
+      before,
     };
     // PCI DSS 10.2.1: reading the log is itself logged, durably, before anything is returned.
     const shown = Object.fromEntries(Object.entries({ ...filter, pageSize }).filter(([, v]) => v !== undefined));
@@ -150,7 +152,7 @@ export function createAudit(deps: AuditDeps) {
     const more = rows.length > pageSize;
     const page = rows.slice(0, pageSize);
     return {
-      entries: page.map((entry, i) => ({ entry, nextPageToken: i === page.length - 1 && !more ? "" : encodeCursor(entry.seq) })),
+      entries: page.map((entry, i) => ({ entry, nextPageToken: i === page.length - 1 && !more ? "" : encodeCursor(entry) })),
     };
   }
 

@@ -107,11 +107,11 @@ export interface LogQueryFilter {
   since?: Date;
   /** Exclusive. */
   until?: Date;
-  /** Only entries with a smaller global sequence (the page cursor). */
-  beforeSeq?: number;
+  /** Only entries older than this one in (at, seq) order (the page cursor). */
+  before?: { at: Date; seq: number };
 }
 
-/** Matching entries, newest (highest seq) first, at most `limit`. */
+/** Matching entries, newest first by (at, seq) — the order of the indexes — at most `limit`. */
 export async function queryLogEntries(q: Queryable, f: LogQueryFilter, limit: number): Promise<(ChainedEntry & { seq: number })[]> {
   const where: string[] = [];
   const params: unknown[] = [];
@@ -124,10 +124,14 @@ export async function queryLogEntries(q: Queryable, f: LogQueryFilter, limit: nu
   }
   if (f.since) add("at >= ?", f.since);
   if (f.until) add("at < ?", f.until);
-  if (f.beforeSeq !== undefined) add("seq < ?", f.beforeSeq);
+  if (f.before) {
+    add("(at, seq) < (?", f.before.at);
+    params.push(f.before.seq);
+    where[where.length - 1] += `, $${params.length})`;
+  }
   params.push(limit);
   const { rows } = await q.query<Record<string, unknown>>(
-    `${SELECT_ENTRY} ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY seq DESC LIMIT $${params.length}`,
+    `${SELECT_ENTRY} ${where.length ? `WHERE ${where.join(" AND ")}` : ""} ORDER BY at DESC, seq DESC LIMIT $${params.length}`,
     params,
   );
   return rows.map(toEntry);

@@ -24,7 +24,10 @@ const toRecord = (r: TokenRow): TokenRecord => ({
   expiresAt: r.expires_at,
 });
 
-const fpKey = (t: NewToken) => `${t.category}:${Buffer.from(t.fingerprint!).toString("base64")}`;
+/** A Buffer over the same bytes (pg wants Buffers; copying every blob showed in the profile). */
+const view = (u: Uint8Array): Buffer => (Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength));
+
+const fpKey = (t: NewToken) => `${t.category}:${view(t.fingerprint!).toString("base64")}`;
 
 /**
  * Inserts tokens in one statement. Deterministic tokens that already exist (same category and
@@ -64,9 +67,9 @@ export async function insertTokens(tx: Queryable, tokens: readonly NewToken[]): 
       rows.map((t) => t.id),
       rows.map((t) => t.category),
       rows.map((t) => t.kekVersion),
-      rows.map((t) => Buffer.from(t.wrappedDek)),
-      rows.map((t) => Buffer.from(t.ciphertext)),
-      rows.map((t) => (t.fingerprint ? Buffer.from(t.fingerprint) : null)),
+      rows.map((t) => view(t.wrappedDek)),
+      rows.map((t) => view(t.ciphertext)),
+      rows.map((t) => (t.fingerprint ? view(t.fingerprint) : null)),
       rows.map((t) => JSON.stringify(t.masked)),
       rows.map((t) => heldWithoutSubject.has(t.fingerprint ? fpKey(t) : t.id)),
       rows.map((t) => t.createdAt),

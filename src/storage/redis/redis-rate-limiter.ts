@@ -23,16 +23,49 @@ export function createRedisRateLimiter(
   fallback: RateLimiter,
   onFallback: (err: unknown) => void = () => undefined,
 ): RateLimiter {
+  /** Takes of one key within one event-loop turn share one round trip. */
+  interface Want {
+    n: number;
+    resolve: (granted: number) => void;
+  }
+  const waiting = new Map<string, { limit: number; wants: Want[] }>();
+
+  async function settle(key: string, limitPerMinute: number, wants: Want[]): Promise<void> {
+    const total = wants.reduce((sum, w) => sum + w.n, 0);
+    const minute = Math.floor(Date.now() / 60_000);
+    let granted: number;
+    try {
+      granted = Number(await redis.eval(TAKE, 1, `${prefix}rl:${key}:${minute}`, limitPerMinute, total));
+    } catch (err) {
+      onFallback(err);
+      for (const w of wants) w.resolve(await fallback.take(key, limitPerMinute, w.n));
+      return;
+    }
+    // First come, first served, exactly as if the takes had gone one by one.
+    for (const w of wants) {
+      const mine = Math.min(w.n, granted);
+      granted -= mine;
+      w.resolve(mine);
+    }
+  }
+
   return {
-    async take(key, limitPerMinute, n) {
-      const minute = Math.floor(Date.now() / 60_000);
-      try {
-        const granted = await redis.eval(TAKE, 1, `${prefix}rl:${key}:${minute}`, limitPerMinute, n);
-        return Number(granted);
-      } catch (err) {
-        onFallback(err);
-        return fallback.take(key, limitPerMinute, n);
-      }
+    take(key, limitPerMinute, n) {
+      return new Promise<number>((resolve) => {
+        const batchKey = `${key}\u0000${limitPerMinute}`;
+        const pending = waiting.get(batchKey);
+        if (pending) {
+          pending.wants.push({ n, resolve });
+          return;
+        }
+        waiting.set(batchKey, { limit: limitPerMinute, wants: [{ n, resolve }] });
+        setImmediate(() => {
+          const batch = waiting.get(batchKey)!;
+          waiting.delete(batchKey);
+          // Never leave a caller waiting; if even the fallback failed, grant nothing (fail closed).
+          settle(key, batch.limit, batch.wants).catch(() => batch.wants.forEach((w) => w.resolve(0)));
+        });
+      });
     },
     close: () => fallback.close(),
   };
