@@ -192,6 +192,11 @@ export class CommitQueue {
             return results;
           })()
         : await this.db.transaction(async (tx) => {
+            // Start writing only once the predecessor has written its rows and done its work (it
+            // has chained): it then never waits on a row lock this flush holds (the same new PAN in
+            // both, a rewrap claim), while this flush waits for its COMMIT — no lock cycle between
+            // pipelined flushes. What still overlaps is its log insert and COMMIT with our work.
+            await prev.built;
             const allTokens = batch.flatMap((p) => p.job.tokens ?? []);
             const ids = await insertTokens(tx, allTokens);
             const results: Committed<unknown>[] = [];

@@ -6,6 +6,8 @@ import { CommitQueue } from "../../src/services/commit-queue";
 import type { Db, Queryable } from "../../src/storage/db";
 import { migrate } from "../../src/storage/migrations";
 import { createPgDb } from "../../src/storage/postgres/pg-db";
+import { insertTokens } from "../../src/storage/postgres/token-store";
+import type { NewToken } from "../../src/storage/ports";
 import { createTestDatabase, type TestDatabase } from "../helpers/backends";
 import { verifyChains } from "../reliability/helpers/chain";
 
@@ -108,5 +110,44 @@ describe("CommitQueue on PostgreSQL", () => {
       [counted.chainId],
     );
     expect(rows[0]!.n).toBe(300);
+  });
+
+  it("never deadlocks two pipelined flushes that write the same deterministic value", async () => {
+    const q = new CommitQueue(db, {
+      chainId: `fv-test.${randomBytes(3).toString("hex")}`,
+      signingKey: signingKeyFromSeed(new Uint8Array(32).fill(5)),
+      checkpointEvery: 1000,
+      checkpointIntervalMs: 60_000,
+      maxFlushesInFlight: 2,
+    });
+    const fp = randomBytes(32);
+    const row = (id: string): NewToken => ({
+      id,
+      category: "card_number",
+      kekVersion: 1,
+      wrappedDek: randomBytes(72),
+      ciphertext: randomBytes(57),
+      masked: { display: "visa •••• 1111", brand: "visa", last: "1111", expired: false },
+      createdAt: new Date(),
+      expiresAt: null,
+      fingerprint: fp,
+      subjectRef: null,
+    });
+    // The earlier flush writes the value late (inside its work); the later flush carries it as a token row.
+    const started = Date.now();
+    const first = q.submit({
+      work: async (tx) => {
+        await new Promise((r) => setTimeout(r, 300));
+        return (await insertTokens(tx, [row("tok_first000000000000000")]))[0];
+      },
+      log: [draft(1)],
+    });
+    await new Promise((r) => setTimeout(r, 50)); // the first flush is in its work now
+    const second = q.submit({ tokens: [row("tok_second00000000000000")], log: [draft(2)] });
+    const [a, b] = await Promise.all([first, second]);
+    await q.close();
+    expect(Date.now() - started).toBeLessThan(5000); // a lock cycle would wait for the 10 s statement timeout
+    expect(a.result).toBe("tok_first000000000000000");
+    expect(b.tokenIds).toEqual(["tok_first000000000000000"]);
   });
 });
