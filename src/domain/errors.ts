@@ -29,7 +29,6 @@ export const notFound = (message: string) => new VaultError("NOT_FOUND", message
 export const precondition = (message: string) => new VaultError("FAILED_PRECONDITION", message);
 export const unavailable = (message: string) => new VaultError("UNAVAILABLE", message);
 export const unauthenticated = (message: string) => new VaultError("UNAUTHENTICATED", message);
-export const exhausted = (message: string) => new VaultError("RESOURCE_EXHAUSTED", message);
 
 /** A storage dependency failed: the caller sees UNAVAILABLE, never the driver's message. */
 export class DependencyError extends VaultError {

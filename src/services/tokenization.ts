@@ -80,27 +80,18 @@ export function createTokenization(deps: TokenizationDeps) {
   const draft = (ctx: CallContext, action: string, fields: Partial<LogDraft> = {}): LogDraft =>
     logDraft(ctx, deps.instanceId, now(), action, fields);
 
-  /** Logs a refused call, then throws its error. The refusal is recorded even if nothing else is. */
-  async function refuse(ctx: CallContext, action: string, err: VaultError, fields: Partial<LogDraft> = {}): Promise<never> {
-    const outcome = err.code === "PERMISSION_DENIED" ? "denied" : err.code.toLowerCase();
-    await deps.commits.append([draft(ctx, action, { outcome, detail: err.message, ...fields })]).catch(() => undefined);
-    throw err;
-  }
-
-  function requireKnownCaller(ctx: CallContext): Promise<void> | undefined {
-    if (deps.policy().callerName(ctx.identity) === undefined) {
-      return Promise.reject(denied(`caller ${ctx.identity} is not in the policy`));
-    }
-    return undefined;
-  }
-
+  /**
+   * Runs a use case for a caller the policy knows. A refusal (bad input, not permitted) is logged
+   * before its error is thrown, so it is recorded even though nothing else is.
+   */
   async function guard<T>(ctx: CallContext, action: string, body: () => Promise<T>): Promise<T> {
     try {
-      await requireKnownCaller(ctx);
+      if (deps.policy().callerName(ctx.identity) === undefined) throw denied(`caller ${ctx.identity} is not in the policy`);
       return await body();
     } catch (err) {
       if (err instanceof VaultError && (err.code === "PERMISSION_DENIED" || err.code === "INVALID_ARGUMENT")) {
-        return refuse(ctx, action, err);
+        const outcome = err.code === "PERMISSION_DENIED" ? "denied" : "invalid_argument";
+        await deps.commits.append([draft(ctx, action, { outcome, detail: err.message })]).catch(() => undefined);
       }
       throw err;
     }

@@ -5,23 +5,10 @@ import { codeOf, tokenApi } from "../helpers/client";
 import { BACKENDS, startTestVault, type TestVault } from "../helpers/vault";
 import { Redis } from "ioredis";
 import { REDIS_URL } from "../helpers/backends";
+import { SAMPLES } from "../helpers/samples";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const nextYear = new Date().getUTCFullYear() + 1;
-
-/** One sample per category, with the caller allowed to tokenize and reveal it, and a purpose. */
-const SAMPLES = [
-  { category: "card_number", value: "4111 1111 1111 1111", normal: "4111111111111111", caller: "payment-service", purpose: "payment_authorization" },
-  { category: "card_expiry", value: `07/${String(nextYear).slice(2)}`, normal: `07/${nextYear}`, caller: "payment-service", purpose: "refund" },
-  { category: "card_cvv", value: "737", normal: "737", caller: "payment-service", purpose: "payment_authorization" },
-  { category: "cardholder_name", value: "  Zoë Q. Canaryperson ", normal: "Zoë Q. Canaryperson", caller: "payment-service", purpose: "payment_authorization" },
-  { category: "passport_number", value: "xk 1234567", normal: "XK1234567", caller: "booking-service", purpose: "airline_manifest" },
-  { category: "identity_document", value: "ID-CANARY-778", normal: "ID-CANARY-778", caller: "booking-service", purpose: "customs_declaration" },
-  { category: "date_of_birth", value: "1987-03-14", normal: "1987-03-14", caller: "booking-service", purpose: "airline_manifest" },
-  { category: "phone", value: "+44 20 7946 0958", normal: "+442079460958", caller: "booking-service", purpose: "booking_fulfillment" },
-  { category: "email", value: "Canary.Person@Example.com", normal: "canary.person@example.com", caller: "booking-service", purpose: "customer_support" },
-  { category: "address", value: "12 Canary Wharf Lane\nLondon", normal: "12 Canary Wharf Lane\nLondon", caller: "booking-service", purpose: "booking_fulfillment" },
-];
 
 describe.each(BACKENDS)("TokenService on %s", (backend) => {
   let t: TestVault;

@@ -1,16 +1,7 @@
+import { withLuhn } from "./luhn";
+
 /** Known plaintexts, one per category, distinctive enough that finding one anywhere is a leak. */
 const nextYear = new Date().getUTCFullYear() + 1;
-
-function withLuhn(digits: string): string {
-  let sum = 0;
-  for (let i = 0; i < digits.length; i++) {
-    let d = Number(digits[digits.length - 1 - i]);
-    if (i % 2 === 0) d *= 2;
-    if (d > 9) d -= 9;
-    sum += d;
-  }
-  return digits + String((10 - (sum % 10)) % 10);
-}
 
 const PAN = withLuhn("491761928374650");
 

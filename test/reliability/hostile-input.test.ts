@@ -7,7 +7,7 @@ import { TokenServiceService } from "../../src/gen/fieldvault/v1/token_service";
 import { CALLER_HEADER } from "../../src/transport/grpc/identity";
 import { startTestVault, type TestVault } from "../helpers/vault";
 import { codeName, tokens, valuesOf } from "./helpers/rpc";
-import { SAMPLES } from "./helpers/samples";
+import { SAMPLES } from "../helpers/samples";
 
 /**
  * Hostile input over every RPC of every service: random bytes, structurally valid protobuf with

@@ -3,7 +3,7 @@ import { randomBytes, randomInt } from "node:crypto";
 import { Redis } from "ioredis";
 import { REDIS_URL } from "../helpers/backends";
 import { startTestVault, type TestVault } from "../helpers/vault";
-import { withLuhn } from "./helpers/luhn";
+import { withLuhn } from "../helpers/luhn";
 import { pgBin } from "./helpers/own-postgres";
 import { codeName, tokens, unaryCall, valuesOf } from "./helpers/rpc";
 import { TokenServiceService } from "../../src/gen/fieldvault/v1/token_service";

@@ -8,7 +8,7 @@ import { fromRoot } from "../../src/config/paths";
 import { clients, type Clients } from "../helpers/client";
 import { startTestVault, type TestVault } from "../helpers/vault";
 import { codeName, tokens, valuesOf } from "./helpers/rpc";
-import { SAMPLES } from "./helpers/samples";
+import { SAMPLES } from "../helpers/samples";
 
 const policyDoc = parse(readFileSync(fromRoot("policy", "default.yaml"), "utf8")) as {
   purposes: Record<string, string>;

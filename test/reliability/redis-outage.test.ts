@@ -3,7 +3,7 @@ import { startOwnRedis, type OwnRedis } from "./helpers/own-redis";
 import { policyFile } from "./helpers/policy-file";
 import { waitFor } from "./helpers/ports";
 import { codeName, tokens, valuesOf } from "./helpers/rpc";
-import { NON_CVV } from "./helpers/samples";
+import { NON_CVV } from "../helpers/samples";
 
 /**
  * Redis goes silent (SIGSTOP), then dies (SIGKILL) and comes back empty. CVVs — which live only in

@@ -2,10 +2,10 @@ import { KeyAdminService } from "../../src/gen/fieldvault/v1/key_admin";
 import { TokenServiceService } from "../../src/gen/fieldvault/v1/token_service";
 import { startTestVault, type TestVault } from "../helpers/vault";
 import { verifyChains } from "./helpers/chain";
-import { withLuhn } from "./helpers/luhn";
+import { withLuhn } from "../helpers/luhn";
 import { waitFor } from "./helpers/ports";
 import { codeName, tokens, unaryCall, valuesOf } from "./helpers/rpc";
-import { SAMPLES } from "./helpers/samples";
+import { SAMPLES } from "../helpers/samples";
 
 /** Two vault instances share one PostgreSQL database and one Redis prefix: they behave as one vault. */
 describe("two instances on one PostgreSQL and Redis", () => {
