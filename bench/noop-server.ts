@@ -18,6 +18,8 @@ const handlers: TokenServiceServer = {
   inspectTokens: (_call, cb) => cb(null, { tokens: [] }),
   deleteTokens: (_call, cb) => cb(null, { deleted: 0 }),
   deleteSubject: (_call, cb) => cb(null, { erased: 0, unlinked: 0 }),
+  requestBreakGlass: (_call, cb) => cb(null, { requestId: "", status: "" }),
+  approveBreakGlass: (_call, cb) => cb(null, { requestId: "", status: "", expiresAt: undefined }),
 };
 
 const server = new Server({ "grpc.max_receive_message_length": 16 * 1024 * 1024 });

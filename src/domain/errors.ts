@@ -11,6 +11,7 @@ export type ErrorCode =
   | "RESOURCE_EXHAUSTED"
   | "UNAVAILABLE"
   | "ALREADY_EXISTS"
+  | "UNIMPLEMENTED"
   | "INTERNAL";
 
 export class VaultError extends Error {

@@ -105,6 +105,8 @@ async function flakyServer(failures: number, hang = false) {
     inspectTokens: handler("InspectTokens", { tokens: [] }) as never,
     deleteTokens: handler("DeleteTokens", { deleted: 0 }) as never,
     deleteSubject: handler("DeleteSubject", { erased: 0, unlinked: 0 }) as never,
+    requestBreakGlass: handler("RequestBreakGlass", { requestId: "", status: "" }) as never,
+    approveBreakGlass: handler("ApproveBreakGlass", { requestId: "", status: "" }) as never,
   };
   const server = new Server();
   server.addService(TokenServiceService, impl);

@@ -1,4 +1,5 @@
 import type { AccessLogServer, LogEntry } from "../../gen/fieldvault/v1/access_log";
+import { VaultError } from "../../domain/errors";
 import type { Audit } from "../../services/audit";
 import { type CallHooks, serverStream, unary } from "./call";
 
@@ -43,5 +44,9 @@ export function accessLogHandlers(hooks: CallHooks, svc: Audit): AccessLogServer
       }
     }),
     verify: unary(hooks, "Verify", (ctx, req) => svc.verify(ctx, { since: req.since, until: req.until })),
+    // SubjectReport (DESIGN §14) is being built in services/subject-rights.ts; until then it is refused.
+    subjectReport: unary(hooks, "SubjectReport", async () => {
+      throw new VaultError("UNIMPLEMENTED", "subject report is not available yet");
+    }),
   };
 }

@@ -1,4 +1,5 @@
 import type { MaskedView } from "../../domain/categories";
+import { VaultError } from "../../domain/errors";
 import type { TokenServiceServer } from "../../gen/fieldvault/v1/token_service";
 import type { Tokenization } from "../../services/tokenization";
 import { type CallHooks, unary } from "./call";
@@ -46,5 +47,12 @@ export function tokenServiceHandlers(hooks: CallHooks, svc: Tokenization): Token
     }),
     deleteTokens: unary(hooks, "DeleteTokens", async (ctx, req) => ({ deleted: await svc.erase(ctx, { tokens: req.tokens }) })),
     deleteSubject: unary(hooks, "DeleteSubject", async (ctx, req) => svc.eraseSubject(ctx, { subjectRef: req.subjectRef })),
+    // Break-glass (DESIGN §15) is being built in services/break-glass.ts; until then it is refused.
+    requestBreakGlass: unary(hooks, "RequestBreakGlass", async () => {
+      throw new VaultError("UNIMPLEMENTED", "break-glass is not available yet");
+    }),
+    approveBreakGlass: unary(hooks, "ApproveBreakGlass", async () => {
+      throw new VaultError("UNIMPLEMENTED", "break-glass is not available yet");
+    }),
   };
 }
