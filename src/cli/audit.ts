@@ -62,12 +62,12 @@ function request(f: FilterOptions, pageSize: number, pageToken: string): QueryRe
   };
 }
 
-function client(o: ConnectOptions): { log: AccessLogClient; md: Metadata } {
+export function client(o: ConnectOptions): { log: AccessLogClient; md: Metadata } {
   return { log: new AccessLogClient(o.address, credentials(o)), md: metadata(o) };
 }
 
 /** One page of Query, streamed into `onEntry`; resolves with the cursor of the next page ("" when done). */
-function queryPage(log: AccessLogClient, md: Metadata, req: QueryRequest, onEntry: (e: LogEntry) => void | Promise<void>): Promise<string> {
+export function queryPage(log: AccessLogClient, md: Metadata, req: QueryRequest, onEntry: (e: LogEntry) => void | Promise<void>): Promise<string> {
   return new Promise((resolve, reject) => {
     let next = "";
     let pending = Promise.resolve();
