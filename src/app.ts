@@ -103,6 +103,18 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
     });
     cleanup.push(() => metrics.close());
     metrics.keyVersions(() => registry.names().flatMap((category) => keyring.versions(category).map((v) => ({ category, state: v.state }))));
+    metrics.keyAges(() =>
+      registry.names().flatMap((category) =>
+        keyring
+          .versions(category)
+          .filter((v) => v.state === "active")
+          .map((v) => ({
+            category,
+            ageSeconds: Math.max(0, (Date.now() - v.createdAt.getTime()) / 1000),
+            cryptoperiodSeconds: (config.cryptoperiodOverrides[category] ?? config.cryptoperiodDays) * 86_400,
+          })),
+      ),
+    );
     if (db.kind === "postgres") metrics.dbPool(config.dbPoolSize, db.poolStats);
 
     let cvv: CvvStore;
@@ -116,6 +128,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       cvv = createRedisCvvStore(redis, config.redisPrefix);
       let warned = 0;
       rateLimiter = createRedisRateLimiter(redis, config.redisPrefix, localLimiter, () => {
+        metrics.rateLimitFallback();
         if (Date.now() - warned > 10_000) log.warn("rate budgets: Redis unreachable, enforcing local budgets");
         warned = Date.now();
       });
@@ -169,7 +182,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
 
     const server = new Server({ "grpc.max_receive_message_length": 16 * 1024 * 1024 });
     server.addService(TokenServiceService, tokenServiceHandlers(hooks, tokenization));
-    const audit = createAudit({
+    const auditService = createAudit({
       policy: () => policy.get(),
       commits,
       store: auditStore(db),
@@ -177,8 +190,17 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       trustedKeys: [signingKey.publicKey, ...config.auditTrustedKeys],
       instanceId: config.instanceId,
     });
+    // Every Verify finding is also a metric, so an alert fires without anyone reading the answer.
+    const audit: typeof auditService = {
+      ...auditService,
+      verify: async (ctx, req) => {
+        const r = await auditService.verify(ctx, req);
+        metrics.verified(r.ok);
+        return r;
+      },
+    };
     server.addService(AccessLogService, accessLogHandlers(hooks, audit));
-    const keyLifecycle = createKeyLifecycle({
+    const keyLifecycleService = createKeyLifecycle({
       registry,
       policy: () => policy.get(),
       keyring,
@@ -188,6 +210,15 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       cryptoperiodDays: config.cryptoperiodDays,
       cryptoperiodOverrides: config.cryptoperiodOverrides,
     });
+    // Rewrap progress is also a metric (dashboard: "rewrap progress").
+    const keyLifecycle: typeof keyLifecycleService = {
+      ...keyLifecycleService,
+      rewrap: (ctx, req, onProgress, cancelled) =>
+        keyLifecycleService.rewrap(ctx, req, async (p) => {
+          metrics.rewrapProgress(req.category, p.remaining);
+          await onProgress(p);
+        }, cancelled),
+    };
     server.addService(KeyAdminService, keyAdminHandlers(hooks, keyLifecycle));
     cleanup.push(async () => keyLifecycle.stop());
     if (config.autoRotate) {

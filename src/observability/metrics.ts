@@ -31,6 +31,9 @@ export class Metrics {
   private readonly commitJobs: Histogram;
   private readonly dbUp: Gauge;
   private readonly redisUp: Gauge;
+  private readonly fallbacks: Counter;
+  private readonly verifyRuns: Counter;
+  private readonly rewrapRemaining: Gauge;
   private server: Server | undefined;
 
   constructor(private readonly opts: MetricsOptions) {
@@ -71,6 +74,19 @@ export class Metrics {
     });
     this.dbUp = new Gauge({ name: "fieldvault_db_up", help: "1 while the last PostgreSQL health probe succeeded and migrations are applied", registers });
     this.redisUp = new Gauge({ name: "fieldvault_redis_up", help: "1 while Redis answers (absent: in-process stand-ins)", registers });
+    this.fallbacks = new Counter({
+      name: "fieldvault_rate_limit_local_fallback_total",
+      help: "Rate-budget takes enforced from the instance's local share because Redis did not answer",
+      registers,
+    });
+    this.verifyRuns = new Counter({ name: "fieldvault_audit_verify_total", help: "AccessLog.Verify runs by result (ok | broken)", labelNames: ["result"], registers });
+    for (const result of ["ok", "broken"]) this.verifyRuns.inc({ result }, 0);
+    this.rewrapRemaining = new Gauge({
+      name: "fieldvault_rewrap_remaining_data_keys",
+      help: "Data keys still wrapped under a non-active version, as the last rewrap batch on this instance saw it",
+      labelNames: ["category"],
+      registers,
+    });
   }
 
   /** A finished gRPC call (CallHooks.onDone). */
@@ -136,6 +152,48 @@ export class Metrics {
         this.set({ state: "waiting" }, s.waiting);
       },
     });
+  }
+
+  /** Age of each category's active KEK version beside its cryptoperiod, read at scrape time. */
+  keyAges(read: () => { category: string; ageSeconds: number; cryptoperiodSeconds: number }[]): void {
+    const registers = [this.registry];
+    const categories = this.opts.categories;
+    const known = (c: string) => categories().includes(c);
+    new Gauge({
+      name: "fieldvault_key_active_age_seconds",
+      help: "Age of the active KEK version per category",
+      labelNames: ["category"],
+      registers,
+      collect() {
+        this.reset();
+        for (const r of read()) if (known(r.category)) this.set({ category: r.category }, r.ageSeconds);
+      },
+    });
+    new Gauge({
+      name: "fieldvault_key_cryptoperiod_seconds",
+      help: "Configured cryptoperiod per category (FIELDVAULT_CRYPTOPERIOD_DAYS / _CRYPTOPERIODS)",
+      labelNames: ["category"],
+      registers,
+      collect() {
+        this.reset();
+        for (const r of read()) if (known(r.category)) this.set({ category: r.category }, r.cryptoperiodSeconds);
+      },
+    });
+  }
+
+  /** A rate-budget take that Redis could not answer, so the instance enforced its local share. */
+  rateLimitFallback(): void {
+    this.fallbacks.inc();
+  }
+
+  /** Data keys a running rewrap still has to move to the active version. */
+  rewrapProgress(category: string, remaining: number): void {
+    if (this.opts.categories().includes(category)) this.rewrapRemaining.set({ category }, remaining);
+  }
+
+  /** One AccessLog.Verify run and what it found. */
+  verified(ok: boolean): void {
+    this.verifyRuns.inc({ result: ok ? "ok" : "broken" });
   }
 
   setDbUp(up: boolean): void {
