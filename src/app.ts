@@ -11,6 +11,8 @@ import { AccessLogService } from "./gen/fieldvault/v1/access_log";
 import { KeyAdminService } from "./gen/fieldvault/v1/key_admin";
 import { TokenServiceService } from "./gen/fieldvault/v1/token_service";
 import { createLogger, type Logger } from "./observability/logger";
+import { tracedCommits, tracedCvvStore, tracedLookup, tracedPolicy, tracedRateLimiter } from "./observability/traced-deps";
+import { startTracing } from "./observability/tracing";
 import { Metrics } from "./observability/metrics";
 import { createAudit } from "./services/audit";
 import { CommitQueue } from "./services/commit-queue";
@@ -55,6 +57,8 @@ export interface Vault {
 export interface StartOptions {
   /** Where JSON logs go (default stdout). */
   logDestination?: import("pino").DestinationStream;
+  /** Where spans go when tracing is on (default: the OTLP exporter from OTEL_* variables). */
+  spanProcessor?: import("@opentelemetry/sdk-trace-base").SpanProcessor;
 }
 
 function redisClient(url: string): Redis {
@@ -72,7 +76,7 @@ function redisClient(url: string): Redis {
 /** The composition root: the one place that chooses implementations and wires them together. */
 export async function startVault(config: Config, opts: StartOptions = {}): Promise<Vault> {
   await readySodium();
-  const log = createLogger(config.logLevel, opts.logDestination);
+  const log = createLogger(config.logLevel, opts.logDestination, { traceIds: config.tracing });
   const registry = defaultRegistry();
   const policy = new PolicyHolder(config.policyFile, registry.names());
   const roots = loadRootKeys(config);
@@ -155,14 +159,23 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
     const checkpointTimer = setInterval(() => void commits.checkpoint().catch(() => undefined), config.checkpointIntervalMs);
     checkpointTimer.unref();
 
+    // Tracing, when configured: the RPC spans come from the call hooks; child spans from wrapping
+    // the dependencies handed to the services (policy, lookup, commit flush, Redis).
+    const tracing = config.tracing ? startTracing({ instanceId: config.instanceId, processor: opts.spanProcessor }) : undefined;
+    if (tracing) {
+      cleanup.push(() => tracing.shutdown());
+      log.info({ exporter: opts.spanProcessor ? "custom" : "otlp" }, "tracing: OpenTelemetry on");
+    }
+    const tracer = tracing?.tracer;
+    const lookup = (ids: readonly string[]) => findTokens(db, ids);
     const tokenization = createTokenization({
       registry,
-      policy: () => policy.get(),
+      policy: tracer ? () => tracedPolicy(tracer, policy.get()) : () => policy.get(),
       keyring,
-      commits,
-      findTokens: (ids) => findTokens(db, ids),
-      cvv,
-      rateLimiter,
+      commits: tracer ? tracedCommits(tracer, commits) : commits,
+      findTokens: tracer ? tracedLookup(tracer, lookup) : lookup,
+      cvv: tracer ? tracedCvvStore(tracer, cvv) : cvv,
+      rateLimiter: tracer ? tracedRateLimiter(tracer, rateLimiter) : rateLimiter,
       instanceId: config.instanceId,
       maxBatch: config.maxBatch,
       cvvTtlSeconds: config.cvvTtlSeconds,
@@ -174,6 +187,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       log,
       identity: { allowSelfAsserted: config.mode === "development" },
       onDone: (e) => metrics.rpc(e.method, e.code, e.seconds),
+      tracing,
       track: (p) => {
         inFlight.add(p);
         return p.finally(() => inFlight.delete(p));
@@ -181,7 +195,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
     };
 
     const server = new Server({ "grpc.max_receive_message_length": 16 * 1024 * 1024 });
-    server.addService(TokenServiceService, tokenServiceHandlers(hooks, tokenization));
+    server.addService(TokenServiceService, tokenServiceHandlers({ ...hooks, service: "TokenService" }, tokenization));
     const auditService = createAudit({
       policy: () => policy.get(),
       commits,
@@ -199,7 +213,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
         return r;
       },
     };
-    server.addService(AccessLogService, accessLogHandlers(hooks, audit));
+    server.addService(AccessLogService, accessLogHandlers({ ...hooks, service: "AccessLog" }, audit));
     const keyLifecycleService = createKeyLifecycle({
       registry,
       policy: () => policy.get(),
@@ -219,7 +233,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
           await onProgress(p);
         }, cancelled),
     };
-    server.addService(KeyAdminService, keyAdminHandlers(hooks, keyLifecycle));
+    server.addService(KeyAdminService, keyAdminHandlers({ ...hooks, service: "KeyAdmin" }, keyLifecycle));
     cleanup.push(async () => keyLifecycle.stop());
     if (config.autoRotate) {
       keyLifecycle.startAutoRotation(config.autoRotateCheckMs, (err) => log.warn({ err: (err as Error).message }, "automatic key rotation failed; retrying at the next check"));

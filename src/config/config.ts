@@ -1,6 +1,7 @@
 import { randomBytes } from "node:crypto";
 import { z } from "zod";
 import { fromRoot } from "./paths";
+import { tracingRequested } from "../observability/tracing";
 
 const hostPort = z
   .string()
@@ -81,6 +82,8 @@ export interface Config {
   /** Cryptoperiod overrides in days, by category (validated against the registry at start). */
   cryptoperiodOverrides: Record<string, number>;
   autoRotate: boolean;
+  /** OpenTelemetry tracing (FIELDVAULT_TRACING=on, or OTEL_EXPORTER_OTLP_ENDPOINT set; OTEL_SDK_DISABLED=true wins). */
+  tracing: boolean;
   autoRotateCheckMs: number;
   shutdownGraceMs: number;
   healthIntervalMs: number;
@@ -160,6 +163,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
         .map(([c, d]) => [c!, Number(d)]),
     ),
     autoRotate: e.FIELDVAULT_AUTO_ROTATE === "true",
+    tracing: tracingRequested(env),
     autoRotateCheckMs: e.FIELDVAULT_AUTO_ROTATE_CHECK_MS,
     shutdownGraceMs: e.FIELDVAULT_SHUTDOWN_GRACE_MS,
     healthIntervalMs: e.FIELDVAULT_HEALTH_INTERVAL_MS,

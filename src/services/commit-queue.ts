@@ -27,6 +27,8 @@ export interface CommitJob<T> {
 export interface Committed<T> {
   tokenIds: string[];
   result: T | undefined;
+  /** How many calls shared the flush that committed this one (group commit). */
+  flushJobs?: number;
 }
 
 interface Pending {
@@ -218,7 +220,7 @@ export class CommitQueue {
             return results;
           });
       markSettled();
-      batch.forEach((p, i) => p.resolve(outcomes[i]!));
+      batch.forEach((p, i) => p.resolve({ ...outcomes[i]!, flushJobs: batch.length }));
       this.opts.onFlush?.({ jobs: batch.length, entries, seconds: (performance.now() - started) / 1000, ok: true });
     } catch (err) {
       if (chainedAt === undefined) {

@@ -3,6 +3,8 @@ import { status } from "@grpc/grpc-js";
 import type { CallContext } from "../../domain/context";
 import { newRequestId } from "../../domain/context";
 import type { Logger } from "../../observability/logger";
+import { context, SpanStatusCode, type Span } from "@opentelemetry/api";
+import { startRpcSpan, type Tracing } from "../../observability/tracing";
 import { type IdentityOptions, identify } from "./identity";
 import { statusName, toServiceError } from "./status";
 import "./strict-utf8";
@@ -13,6 +15,26 @@ export interface CallHooks {
   identity: IdentityOptions;
   onDone?: (e: { method: string; code: string; seconds: number; identity?: string }) => void;
   track?: <T>(p: Promise<T>) => Promise<T>;
+  /** Set when tracing is on: each call is a server span continuing the caller's traceparent. */
+  tracing?: Tracing;
+  /** The gRPC service these handlers belong to (span names: fieldvault.v1.<service>/<method>). */
+  service?: string;
+}
+
+/** Runs one call's work, inside its server span when tracing is on. */
+function traced(hooks: CallHooks, method: string, metadata: { get(key: string): unknown[] }, work: (span?: Span) => Promise<void>): Promise<void> {
+  if (!hooks.tracing) return work();
+  const { span, ctx } = startRpcSpan(hooks.tracing, method, hooks.service ?? "unknown", (h) => {
+    const v = metadata.get(h)[0];
+    return typeof v === "string" ? v : undefined;
+  });
+  return context.with(ctx, () => work(span)).finally(() => span.end());
+}
+
+function endSpan(span: Span | undefined, code: status): void {
+  if (!span) return;
+  span.setAttribute("rpc.grpc.status_code", code);
+  if (code !== status.OK) span.setStatus({ code: SpanStatusCode.ERROR, message: statusName(code) });
 }
 
 function finish(hooks: CallHooks, method: string, started: number, ctx: CallContext | undefined, code: status, requestId: string, err?: unknown) {
@@ -29,19 +51,21 @@ export function unary<Req, Res>(hooks: CallHooks, method: string, run: (ctx: Cal
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
     const started = performance.now();
     let ctx: CallContext | undefined;
-    const work = (async () => {
+    const work = traced(hooks, method, call.metadata, async (span) => {
       try {
         ctx = identify(call, hooks.identity);
         const res = await run(ctx, call.request);
+        endSpan(span, status.OK);
         finish(hooks, method, started, ctx, status.OK, ctx.requestId);
         callback(null, res);
       } catch (err) {
         const requestId = ctx?.requestId ?? (err as { requestId?: string }).requestId ?? newRequestId();
         const e = toServiceError(err, requestId);
+        endSpan(span, e.code);
         finish(hooks, method, started, ctx, e.code, requestId, err);
         callback(e);
       }
-    })();
+    });
     void (hooks.track ? hooks.track(work) : work);
   };
 }
@@ -69,21 +93,23 @@ export function serverStream<Req, Res>(
         call.once("drain", done);
         call.once("cancelled", done);
       });
-    const work = (async () => {
+    const work = traced(hooks, method, call.metadata, async (span) => {
       try {
         ctx = identify(call, hooks.identity);
         await run(ctx, call.request, write, () => cancelled);
+        endSpan(span, status.OK);
         finish(hooks, method, started, ctx, status.OK, ctx.requestId);
         call.end();
       } catch (err) {
         const requestId = ctx?.requestId ?? (err as { requestId?: string }).requestId ?? newRequestId();
         const e = toServiceError(err, requestId);
+        endSpan(span, e.code);
         finish(hooks, method, started, ctx, e.code, requestId, err);
         // emit('error'), not destroy(): grpc-js turns the stream's 'error' event into the final status;
         // a destroyed stream never sends one, and the client would wait until its deadline.
         call.emit("error", Object.assign(new Error(e.details), e));
       }
-    })();
+    });
     void (hooks.track ? hooks.track(work) : work);
   };
 }
