@@ -46,6 +46,16 @@ async function drive(job: LoadJob, op: Op): Promise<LoadResult> {
   const measureFrom = started + job.warmupMs;
   const end = measureFrom + job.durationMs;
   let calls = 0;
+  // Tell the parent when the measured window opens and closes, so it reads every process's CPU
+  // time from /proc at exactly those moments.
+  const sent = new Set<string>();
+  const phase = (p: "start" | "end") => {
+    if (sent.has(p)) return;
+    sent.add(p);
+    process.send?.({ phase: p });
+  };
+  const opened = setTimeout(() => phase("start"), job.warmupMs);
+  const closed = setTimeout(() => phase("end"), job.warmupMs + job.durationMs);
   const worker = async () => {
     for (;;) {
       const t0 = performance.now();
@@ -64,6 +74,9 @@ async function drive(job: LoadJob, op: Op): Promise<LoadResult> {
     }
   };
   await Promise.all(Array.from({ length: job.concurrency }, worker));
+  clearTimeout(opened);
+  clearTimeout(closed);
+  if (sent.has("start")) phase("end"); // a late timer: close the window now, before the result
   const sorted = Float64Array.from(latencies).sort();
   return {
     calls,

@@ -18,7 +18,8 @@ import { join } from "node:path";
 import pg from "pg";
 import type { LoadJob, LoadResult } from "./load";
 import { type Child, runLoad, startServer } from "./lib/children";
-import { cpuTimes, createBenchDatabase, dropRedisPrefix, median, peakRssMb } from "./lib/common";
+import { cpuTimes, createBenchDatabase, dropRedisPrefix, median, peakRssMb, REDIS_URL } from "./lib/common";
+import { cpuBetween, cpuProbe, type Group, type Snapshot } from "./lib/proc-cpu";
 import { benchPolicy, vaultEnv } from "./lib/vault-env";
 import { seedTokens } from "./seed";
 
@@ -77,7 +78,15 @@ interface RowResult extends LoadResult {
   callsPerSec: number;
   fieldsPerSec: number;
   rssMb?: number;
+  /** CPU microseconds per call spent by each process group over the measured window (from /proc). */
+  cpuPerCall?: Partial<Record<Group, number>>;
 }
+
+const GROUPS: Group[] = ["vault", "noop", "postgres", "redis", "load"];
+/** The server of a row: the vault, the no-op floor, or (for pg floors) PostgreSQL itself. */
+const serverGroup = (spec: RowSpec): Group => (spec.target === "vault" ? "vault" : spec.target === "noop" ? "noop" : "postgres");
+
+const cpu = (r: RowResult, g: Group) => r.cpuPerCall?.[g] ?? NaN;
 
 /** Ratios to the floors, within one round. */
 function ratios(r: Map<string, RowResult>): Record<string, number> {
@@ -90,6 +99,10 @@ function ratios(r: Map<string, RowResult>): Record<string, number> {
     "g/f fields": v("g").fieldsPerSec / v("f").fieldsPerSec,
     "b16/a16 p99": v("b16").p99 / v("a16").p99,
     "d16/a16 p99": v("d16").p99 / v("a16").p99,
+    "b/a CPU per call": cpu(v("b"), "vault") / cpu(v("a"), "noop"),
+    "d/a CPU per call": cpu(v("d"), "vault") / cpu(v("a"), "noop"),
+    "c vault µs/field": cpu(v("c"), "vault") / 100,
+    "e vault µs/field": cpu(v("e"), "vault") / 100,
   };
 }
 
@@ -100,6 +113,10 @@ const TARGETS: { ratio: string; op: ">=" | "<="; value: number }[] = [
   { ratio: "e/f fields", op: ">=", value: 0.4 },
   { ratio: "b16/a16 p99", op: "<=", value: 1.5 },
   { ratio: "d16/a16 p99", op: "<=", value: 1.5 },
+  { ratio: "b/a CPU per call", op: "<=", value: 1.5 },
+  { ratio: "d/a CPU per call", op: "<=", value: 1.5 },
+  { ratio: "c vault µs/field", op: "<=", value: 15 },
+  { ratio: "e vault µs/field", op: "<=", value: 20 },
 ];
 
 async function createPeerTables(url: string): Promise<void> {
@@ -118,7 +135,10 @@ const fmt = (n: number | undefined, digits = 0) =>
   n === undefined || !Number.isFinite(n) ? "—" : n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
 
 function table(rows: RowResult[], floors: Record<string, string>, ratioByRow: Record<string, number | undefined>): string {
-  const head = ["id", "what", "in flight", "calls/s", "fields/s", "p50 ms", "p99 ms", "p99.9 ms", "server peak RSS MB", "ratio to floor"];
+  const head = [
+    "id", "what", "in flight", "calls/s", "fields/s", "p50 ms", "p99 ms", "p99.9 ms", "server peak RSS MB", "ratio to floor",
+    "server CPU µs/call", "server CPU µs/field", "pg µs/call", "redis µs/call", "load gen µs/call",
+  ];
   const lines = rows.map((r) => {
     const spec = ROWS.find((s) => s.id === r.id)!;
     const ratio = ratioByRow[r.id];
@@ -133,6 +153,11 @@ function table(rows: RowResult[], floors: Record<string, string>, ratioByRow: Re
       fmt(r.p999, 2),
       fmt(r.rssMb),
       ratio === undefined ? "floor" : `${fmt(ratio, 2)} × ${floors[r.id]}`,
+      fmt(cpu(r, serverGroup(spec)), 0),
+      fmt(cpu(r, serverGroup(spec)) / spec.fields, 1),
+      spec.target === "pg" || spec.target === "pgcrypto" ? "(server)" : fmt(cpu(r, "postgres"), 0),
+      fmt(cpu(r, "redis"), 0),
+      fmt(cpu(r, "load"), 0),
     ];
   });
   const md = [head, head.map(() => "---"), ...lines].map((l) => `| ${l.join(" | ")} |`);
@@ -156,10 +181,12 @@ async function main(): Promise<void> {
   const profileDir = join(RESULTS, "profiles");
   let noop: Child | undefined;
   let vault: Child | undefined;
+  let probe: Awaited<ReturnType<typeof cpuProbe>> | undefined;
   const rounds: { rows: Map<string, RowResult>; ratios: Record<string, number> }[] = [];
   const log = (s: string) => process.stderr.write(s + "\n");
   try {
     noop = await startServer("noop-server.ts", { PATH: process.env.PATH, NODE_ENV: "production" });
+    probe = await cpuProbe({ dbUrl: db.url, dbName: db.name, redisUrl: REDIS_URL, pids: () => ({ vault: vault ? [vault.proc.pid!] : [], noop: noop?.proc.pid }) });
     for (let round = 0; round < opts.rounds; round++) {
       const nodeArgs = opts.profile ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [];
       if (opts.profile) mkdirSync(profileDir, { recursive: true });
@@ -188,18 +215,25 @@ async function main(): Promise<void> {
           durationMs: opts.durationMs,
           warmupMs: opts.warmupMs,
         };
-        const res = await runLoad(job);
+        let opened: Snapshot | undefined;
+        let window: Record<Group, number> | undefined;
+        const res = await runLoad(job, async (phase, loadPid) => {
+          const snap = await probe!.snapshot(loadPid);
+          if (phase === "start") opened = snap;
+          else if (opened) window = cpuBetween(opened, snap);
+        });
         const row: RowResult = {
           ...res,
           id: spec.id,
           callsPerSec: res.calls / res.seconds,
           fieldsPerSec: res.fields / res.seconds,
           rssMb: spec.target === "vault" ? peakRssMb(vault.proc.pid!) : undefined,
+          cpuPerCall: window && res.calls ? Object.fromEntries(GROUPS.map((g) => [g, (window![g] * 1e6) / res.calls])) : undefined,
         };
         rows.set(spec.id, row);
         log(
           `round ${round + 1}/${opts.rounds} (${spec.id}) ${spec.label} @${spec.concurrency}: ${fmt(row.callsPerSec)} calls/s, ` +
-            `${fmt(row.fieldsPerSec)} fields/s, p99 ${fmt(row.p99, 2)} ms${res.errors ? `, ${res.errors} errors (${res.firstError})` : ""}`,
+            `${fmt(row.fieldsPerSec)} fields/s, p99 ${fmt(row.p99, 2)} ms, server CPU ${fmt(cpu(row, serverGroup(spec)), 0)} µs/call${res.errors ? `, ${res.errors} errors (${res.firstError})` : ""}`,
         );
         if (res.errors && res.calls === 0) throw new Error(`(${spec.id}) every call failed: ${res.firstError}`);
       }
@@ -224,6 +258,7 @@ async function main(): Promise<void> {
         p999: m("p999"),
         errors: all.reduce((n, x) => n + x.errors, 0),
         rssMb: spec.target === "vault" ? m("rssMb") : undefined,
+        cpuPerCall: Object.fromEntries(GROUPS.map((g) => [g, median(all.map((x) => x.cpuPerCall?.[g] ?? NaN))])),
       };
     });
     const ratioNames = Object.keys(rounds[0]!.ratios);
@@ -289,6 +324,7 @@ async function main(): Promise<void> {
   } finally {
     await vault?.stop();
     await noop?.stop();
+    await probe?.close().catch(() => undefined);
     if (!opts.keep) {
       await db.drop().catch((e) => log(`could not drop ${db.name}: ${(e as Error).message}`));
       await dropRedisPrefix(redisPrefix).catch(() => undefined);

@@ -74,16 +74,25 @@ export function startServer(script: string, env: NodeJS.ProcessEnv, nodeArgs: st
   });
 }
 
-/** Runs one load job in a fresh load-generator process. */
-export function runLoad(job: LoadJob): Promise<LoadResult> {
+/**
+ * Runs one load job in a fresh load-generator process. `onPhase` is called when the measured
+ * window opens and closes (with the generator's pid), for CPU accounting from /proc.
+ */
+export function runLoad(job: LoadJob, onPhase?: (phase: "start" | "end", loadPid: number) => void | Promise<void>): Promise<LoadResult> {
   return new Promise((resolve, reject) => {
     const proc = fork(join(BENCH_DIR, "load.ts"), [JSON.stringify(job)], {
       execArgv: ["--import", "tsx"],
       stdio: ["ignore", "inherit", "inherit", "ipc"],
     });
     let result: LoadResult | undefined;
-    proc.on("message", (m: LoadResult) => (result = m));
+    let phases = Promise.resolve();
+    proc.on("message", (m: LoadResult | { phase: "start" | "end" }) => {
+      if ("phase" in m) {
+        const p = m.phase;
+        phases = phases.then(() => onPhase?.(p, proc.pid!));
+      } else result = m;
+    });
     proc.once("error", reject);
-    proc.once("exit", (code) => (result ? resolve(result) : reject(new Error(`load generator exited with ${code}`))));
+    proc.once("exit", (code) => void phases.then(() => (result ? resolve(result) : reject(new Error(`load generator exited with ${code}`)))));
   });
 }
