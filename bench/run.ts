@@ -1,6 +1,7 @@
 /**
  * `npm run bench [-- --quick | --rounds N | --duration S | --profile | --keep]`
  * `npm run bench -- --scale [--scale-max 1000000]`  (see scale.ts)
+ * `npm run bench -- --tracing`  the same rows with OpenTelemetry on (spans exported to a local OTLP sink)
  *
  * One run measures, against the machine's real PostgreSQL and Redis, with the load generator,
  * the no-op server and the vault each in a process of its own:
@@ -13,6 +14,8 @@
  */
 import { randomBytes } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
 import { cpus, tmpdir, totalmem } from "node:os";
 import { join } from "node:path";
 import pg from "pg";
@@ -32,6 +35,8 @@ interface Options {
   warmupMs: number;
   profile: boolean;
   keep: boolean;
+  /** Run the vault with OpenTelemetry tracing on, exporting over OTLP/HTTP to a local sink. */
+  tracing: boolean;
 }
 
 function options(argv: string[]): Options {
@@ -48,6 +53,7 @@ function options(argv: string[]): Options {
     warmupMs: quick ? 500 : 1000,
     profile: flag("profile"),
     keep: flag("keep"),
+    tracing: flag("tracing"),
   };
 }
 
@@ -181,16 +187,30 @@ async function main(): Promise<void> {
   const profileDir = join(RESULTS, "profiles");
   let noop: Child | undefined;
   let vault: Child | undefined;
+  let sinkServer: Server | undefined;
   let probe: Awaited<ReturnType<typeof cpuProbe>> | undefined;
   const rounds: { rows: Map<string, RowResult>; ratios: Record<string, number> }[] = [];
   const log = (s: string) => process.stderr.write(s + "\n");
   try {
+    let extraEnv: Record<string, string> = {};
+    if (opts.tracing) {
+      // An OTLP/HTTP sink that accepts every export, so the vault pays the full cost of tracing.
+      let spansBytes = 0;
+      const sink = createServer((req, res) => {
+        req.on("data", (c: Buffer) => (spansBytes += c.length));
+        req.on("end", () => res.writeHead(200, { "content-type": "application/json" }).end("{}"));
+      });
+      await new Promise<void>((r) => sink.listen(0, "127.0.0.1", r));
+      sinkServer = sink;
+      extraEnv = { FIELDVAULT_TRACING: "on", OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${(sink.address() as AddressInfo).port}` };
+      process.on("exit", () => log(`tracing: the OTLP sink received ${(spansBytes / 1e6).toFixed(1)} MB of spans`));
+    }
     noop = await startServer("noop-server.ts", { PATH: process.env.PATH, NODE_ENV: "production" });
     probe = await cpuProbe({ dbUrl: db.url, dbName: db.name, redisUrl: REDIS_URL, pids: () => ({ vault: vault ? [vault.proc.pid!] : [], noop: noop?.proc.pid }) });
     for (let round = 0; round < opts.rounds; round++) {
       const nodeArgs = opts.profile ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [];
       if (opts.profile) mkdirSync(profileDir, { recursive: true });
-      vault = await startServer("vault-server.ts", vaultEnv(db, redisPrefix, policyFile), nodeArgs);
+      vault = await startServer("vault-server.ts", vaultEnv(db, redisPrefix, policyFile, extraEnv), nodeArgs);
       if (round === 0) {
         await createPeerTables(db.url);
         const tokens = await seedTokens(vault.address, opts.quick ? 5_000 : 20_000);
@@ -291,7 +311,7 @@ async function main(): Promise<void> {
     };
 
     const text = [
-      `fieldvault bench — ${opts.quick ? "quick" : "full"} run, ${opts.rounds} round(s) of ${opts.durationMs / 1000} s per row, median shown`,
+      `fieldvault bench — ${opts.quick ? "quick" : "full"} run${opts.tracing ? " with tracing ON (OTLP/HTTP to a local sink)" : ""}, ${opts.rounds} round(s) of ${opts.durationMs / 1000} s per row, median shown`,
       `machine: ${machine.cpus} × ${machine.model}, ${machine.memoryGb} GB, Node ${machine.node}; machine busy ${(machine.busyShare * 100).toFixed(0)}% during the run`,
       "",
       table(summary, floors, ratioByRow),
@@ -317,14 +337,15 @@ async function main(): Promise<void> {
       rounds: rounds.map((r) => ({ rows: Object.fromEntries(r.rows), ratios: r.ratios })),
       table: text,
     };
-    const out = join(RESULTS, `bench-${json.mode}-${stamp}.json`);
+    const out = join(RESULTS, `bench-${json.mode}${opts.tracing ? "-tracing" : ""}-${stamp}.json`);
     writeFileSync(out, JSON.stringify(json, null, 2));
-    writeFileSync(join(RESULTS, `latest-${json.mode}.json`), JSON.stringify(json, null, 2));
+    writeFileSync(join(RESULTS, `latest-${json.mode}${opts.tracing ? "-tracing" : ""}.json`), JSON.stringify(json, null, 2));
     log(`results: ${out}`);
   } finally {
     await vault?.stop();
     await noop?.stop();
     await probe?.close().catch(() => undefined);
+    sinkServer?.close();
     if (!opts.keep) {
       await db.drop().catch((e) => log(`could not drop ${db.name}: ${(e as Error).message}`));
       await dropRedisPrefix(redisPrefix).catch(() => undefined);
