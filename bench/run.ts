@@ -22,6 +22,7 @@ import pg from "pg";
 import type { LoadJob, LoadResult } from "./load";
 import { type Child, runLoad, startServer } from "./lib/children";
 import { cpuTimes, createBenchDatabase, dropRedisPrefix, median, peakRssMb, REDIS_URL } from "./lib/common";
+import { between, type Buckets, type Distribution, scrapeBuckets } from "./lib/flush-stats";
 import { cpuBetween, cpuProbe, type Group, type Snapshot } from "./lib/proc-cpu";
 import { benchPolicy, vaultEnv } from "./lib/vault-env";
 import { seedTokens } from "./seed";
@@ -86,11 +87,37 @@ interface RowResult extends LoadResult {
   rssMb?: number;
   /** CPU microseconds per call spent by each process group over the measured window (from /proc). */
   cpuPerCall?: Partial<Record<Group, number>>;
+  /** Vault rows: calls per flush and the wait (seconds) before a call's flush started. */
+  flushJobs?: Distribution;
+  queueWait?: Distribution;
 }
+
+const FLUSH_FAMILIES = ["fieldvault_access_log_batch_calls", "fieldvault_access_log_queue_wait_seconds"];
 
 const GROUPS: Group[] = ["vault", "noop", "postgres", "redis", "load"];
 /** The server of a row: the vault, the no-op floor, or (for pg floors) PostgreSQL itself. */
 const serverGroup = (spec: RowSpec): Group => (spec.target === "vault" ? "vault" : spec.target === "noop" ? "noop" : "postgres");
+
+function medianDist(ds: (Distribution | undefined)[]): Distribution | undefined {
+  const d = ds.filter((x): x is Distribution => !!x);
+  if (!d.length) return undefined;
+  return { count: median(d.map((x) => x.count)), p50: median(d.map((x) => x.p50)), p90: median(d.map((x) => x.p90)), p99: median(d.map((x) => x.p99)) };
+}
+
+/** The commit path: how many calls shared each flush, and how long calls waited for theirs to start. */
+function flushTable(rows: RowResult[]): string {
+  const head = ["id", "what", "in flight", "flushes", "calls/flush p50", "p90", "p99", "queue wait p50 ms", "p90 ms", "p99 ms"];
+  const le = (v: number, scale = 1, d = 0) => (Number.isFinite(v) ? `≤ ${fmt(v * scale, d)}` : "—");
+  const lines = rows
+    .filter((r) => r.flushJobs)
+    .map((r) => {
+      const spec = ROWS.find((s) => s.id === r.id)!;
+      const j = r.flushJobs!;
+      const w = r.queueWait!;
+      return [`(${r.id})`, spec.label, String(spec.concurrency), fmt(j.count), le(j.p50), le(j.p90), le(j.p99), le(w.p50, 1000, 2), le(w.p90, 1000, 2), le(w.p99, 1000, 2)];
+    });
+  return [head, head.map(() => "---"), ...lines].map((l) => `| ${l.join(" | ")} |`).join("\n");
+}
 
 const cpu = (r: RowResult, g: Group) => r.cpuPerCall?.[g] ?? NaN;
 
@@ -237,10 +264,20 @@ async function main(): Promise<void> {
         };
         let opened: Snapshot | undefined;
         let window: Record<Group, number> | undefined;
+        let flushOpened: Buckets | undefined;
+        let flush: { jobs: Distribution; wait: Distribution } | undefined;
+        const metricsAt = spec.target === "vault" ? vault.metricsAddress : undefined;
         const res = await runLoad(job, async (phase, loadPid) => {
           const snap = await probe!.snapshot(loadPid);
-          if (phase === "start") opened = snap;
-          else if (opened) window = cpuBetween(opened, snap);
+          const buckets = metricsAt ? await scrapeBuckets(metricsAt, FLUSH_FAMILIES).catch(() => undefined) : undefined;
+          if (phase === "start") {
+            opened = snap;
+            flushOpened = buckets;
+          } else {
+            if (opened) window = cpuBetween(opened, snap);
+            if (flushOpened && buckets)
+              flush = { jobs: between(flushOpened, buckets, FLUSH_FAMILIES[0]!), wait: between(flushOpened, buckets, FLUSH_FAMILIES[1]!) };
+          }
         });
         const row: RowResult = {
           ...res,
@@ -249,6 +286,8 @@ async function main(): Promise<void> {
           fieldsPerSec: res.fields / res.seconds,
           rssMb: spec.target === "vault" ? peakRssMb(vault.proc.pid!) : undefined,
           cpuPerCall: window && res.calls ? Object.fromEntries(GROUPS.map((g) => [g, (window![g] * 1e6) / res.calls])) : undefined,
+          flushJobs: flush?.jobs,
+          queueWait: flush?.wait,
         };
         rows.set(spec.id, row);
         log(
@@ -279,6 +318,8 @@ async function main(): Promise<void> {
         errors: all.reduce((n, x) => n + x.errors, 0),
         rssMb: spec.target === "vault" ? m("rssMb") : undefined,
         cpuPerCall: Object.fromEntries(GROUPS.map((g) => [g, median(all.map((x) => x.cpuPerCall?.[g] ?? NaN))])),
+        flushJobs: medianDist(all.map((x) => x.flushJobs)),
+        queueWait: medianDist(all.map((x) => x.queueWait)),
       };
     });
     const ratioNames = Object.keys(rounds[0]!.ratios);
@@ -315,6 +356,10 @@ async function main(): Promise<void> {
       `machine: ${machine.cpus} × ${machine.model}, ${machine.memoryGb} GB, Node ${machine.node}; machine busy ${(machine.busyShare * 100).toFixed(0)}% during the run`,
       "",
       table(summary, floors, ratioByRow),
+      "",
+      "Commit path (vault rows, from the vault's /metrics over the measured window; bucket upper bounds):",
+      "",
+      flushTable(summary),
       "",
       "| target | measured | goal | met |",
       "| --- | --- | --- | --- |",

@@ -7,7 +7,7 @@ import { loadConfig } from "../src/config/config";
 
 async function main(): Promise<void> {
   const vault = await startVault(loadConfig(process.env));
-  process.send?.({ ready: true, address: vault.address });
+  process.send?.({ ready: true, address: vault.address, metricsAddress: vault.metricsAddress });
   const stop = () =>
     vault.close().then(
       () => process.exit(0),

@@ -7,6 +7,8 @@ const BENCH_DIR = join(__dirname, "..");
 export interface Child {
   proc: ChildProcess;
   address: string;
+  /** The vault's /metrics address, when it serves one. */
+  metricsAddress?: string;
   stop(): Promise<void>;
 }
 
@@ -53,12 +55,13 @@ export function startServer(script: string, env: NodeJS.ProcessEnv, nodeArgs: st
     const onExit = (code: number | null) => reject(new Error(`${script} exited with ${code} before it was ready`));
     proc.once("exit", onExit);
     proc.once("error", reject);
-    proc.once("message", (m: { ready?: boolean; address?: string }) => {
+    proc.once("message", (m: { ready?: boolean; address?: string; metricsAddress?: string }) => {
       if (!m.ready || !m.address) return reject(new Error(`${script}: unexpected message`));
       proc.off("exit", onExit);
       resolve({
         proc,
         address: m.address,
+        metricsAddress: m.metricsAddress,
         stop: () =>
           new Promise<void>((done) => {
             if (proc.exitCode !== null || proc.signalCode !== null) return done();

@@ -20,7 +20,8 @@ export function vaultEnv(db: BenchDatabase, redisPrefix: string, policyFile: str
     NODE_ENV: "production",
     FIELDVAULT_MODE: "development",
     FIELDVAULT_LISTEN: "127.0.0.1:0",
-    FIELDVAULT_METRICS_LISTEN: "off",
+    // The bench reads the commit path's histograms (calls per flush, queue wait) from /metrics.
+    FIELDVAULT_METRICS_LISTEN: "127.0.0.1:0",
     FIELDVAULT_DATABASE_URL: db.url,
     FIELDVAULT_REDIS_URL: REDIS_URL,
     FIELDVAULT_REDIS_PREFIX: redisPrefix,

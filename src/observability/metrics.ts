@@ -29,6 +29,7 @@ export class Metrics {
   private readonly commitSeconds: Histogram<"outcome">;
   private readonly commitEntries: Histogram;
   private readonly commitJobs: Histogram;
+  private readonly commitWait: Histogram;
   private readonly dbUp: Gauge;
   private readonly redisUp: Gauge;
   private readonly fallbacks: Counter;
@@ -72,6 +73,12 @@ export class Metrics {
       buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
       registers,
     });
+    this.commitWait = new Histogram({
+      name: "fieldvault_access_log_queue_wait_seconds",
+      help: "Time a call's log entries waited in the commit queue before their flush started",
+      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+      registers,
+    });
     this.dbUp = new Gauge({ name: "fieldvault_db_up", help: "1 while the last PostgreSQL health probe succeeded and migrations are applied", registers });
     this.redisUp = new Gauge({ name: "fieldvault_redis_up", help: "1 while Redis answers (absent: in-process stand-ins)", registers });
     this.fallbacks = new Counter({
@@ -107,11 +114,12 @@ export class Metrics {
   }
 
   /** One group commit (CommitQueue onFlush). */
-  commit(s: { jobs: number; entries: number; seconds: number; ok: boolean }): void {
+  commit(s: { jobs: number; entries: number; seconds: number; ok: boolean; waits?: number[] }): void {
     this.commitSeconds.observe({ outcome: s.ok ? "ok" : "failed" }, s.seconds);
     if (s.ok) {
       this.commitEntries.observe(s.entries);
       this.commitJobs.observe(s.jobs);
+      for (const w of s.waits ?? []) this.commitWait.observe(w);
     }
   }
 

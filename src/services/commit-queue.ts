@@ -37,6 +37,8 @@ interface Pending {
   reject: (err: unknown) => void;
   /** Seal the chain in this flush even if no checkpoint is due (timer, shutdown). */
   seal?: boolean;
+  /** When it was queued (performance.now()), to measure the wait before its flush starts. */
+  at?: number;
 }
 
 /** A flush in the pipeline: when its entries joined the chain, and whether it committed. */
@@ -56,7 +58,8 @@ export interface CommitQueueOptions {
   maxJobsPerFlush?: number;
   /** Flushes in flight at once (default 2): the next batches write while the previous one commits. */
   maxFlushesInFlight?: number;
-  onFlush?: (stats: { jobs: number; entries: number; seconds: number; ok: boolean }) => void;
+  /** After every flush; `waits` holds each job's seconds from queueing to its flush starting. */
+  onFlush?: (stats: { jobs: number; entries: number; seconds: number; ok: boolean; waits?: number[] }) => void;
 }
 
 /**
@@ -96,7 +99,7 @@ export class CommitQueue {
   submit<T>(job: CommitJob<T>): Promise<Committed<T>> {
     if (this.closed) return Promise.reject(new VaultError("UNAVAILABLE", "shutting down"));
     return new Promise<Committed<T>>((resolve, reject) => {
-      this.queue.push({ job: job as CommitJob<unknown>, resolve: resolve as Pending["resolve"], reject });
+      this.queue.push({ job: job as CommitJob<unknown>, resolve: resolve as Pending["resolve"], reject, at: performance.now() });
       this.kick();
     });
   }
@@ -148,6 +151,7 @@ export class CommitQueue {
 
   private async flush(batch: Pending[]): Promise<void> {
     const started = performance.now();
+    const waits = batch.map((p) => (p.at === undefined ? 0 : (started - p.at) / 1000));
     const prev = this.tail;
     let markBuilt!: () => void;
     let markSettled!: () => void;
@@ -221,7 +225,7 @@ export class CommitQueue {
           });
       markSettled();
       batch.forEach((p, i) => p.resolve({ ...outcomes[i]!, flushJobs: batch.length }));
-      this.opts.onFlush?.({ jobs: batch.length, entries, seconds: (performance.now() - started) / 1000, ok: true });
+      this.opts.onFlush?.({ jobs: batch.length, entries, seconds: (performance.now() - started) / 1000, ok: true, waits });
     } catch (err) {
       if (chainedAt === undefined) {
         // Never chained: successors chain and commit after our predecessor, as if we were not here.
