@@ -79,9 +79,10 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
   const log = createLogger(config.logLevel, opts.logDestination, { traceIds: config.tracing });
   const registry = defaultRegistry();
   const policy = new PolicyHolder(config.policyFile, registry.names());
-  const roots = loadRootKeys(config);
   const signingKey = loadSigningKey(config.signingKeyFile);
-  const cleanup: (() => Promise<unknown>)[] = [];
+  const roots = await loadRootKeys(config, { warn: (m) => log.warn(m) });
+  const cleanup: (() => Promise<unknown>)[] = [() => roots.close()];
+  log.info({ active: roots.active.id, loaded: [...roots.byId.keys()] }, "root keys loaded");
 
   try {
     const db = config.databaseUrl

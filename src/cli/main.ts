@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command } from "commander";
 import { registerAudit } from "./audit";
+import { registerHsm } from "./hsm";
 import { registerKeys } from "./keys";
 import { registerReport } from "./report";
 
@@ -12,6 +13,7 @@ const program = new Command()
 registerKeys(program);
 registerAudit(program);
 registerReport(program.commands.find((c) => c.name() === "audit")!);
+registerHsm(program);
 
 program.parseAsync(process.argv).catch((err: Error & { details?: string }) => {
   process.stderr.write(`fieldvault: ${err.details ?? err.message}\n`);

@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { z } from "zod";
 import { fromRoot } from "./paths";
 import { tracingRequested } from "../observability/tracing";
+import { type ProviderConfig, providerConfig, ROOT_KEY_PROVIDER_ENV } from "./root-key-settings";
 
 const hostPort = z
   .string()
@@ -24,6 +25,7 @@ const envSchema = z.object({
   FIELDVAULT_ROOT_KEY_FILE: z.string().min(1).optional(),
   FIELDVAULT_ROOT_KEY: z.string().min(1).optional(),
   FIELDVAULT_ACTIVE_ROOT_KEY_ID: z.string().min(1).optional(),
+  ...ROOT_KEY_PROVIDER_ENV,
   FIELDVAULT_SIGNING_KEY_FILE: z.string().min(1).optional(),
   /** Retired checkpoint-signing public keys AccessLog.Verify still trusts: base64 Ed25519 public keys, comma-separated. */
   FIELDVAULT_AUDIT_TRUSTED_KEYS: z
@@ -65,7 +67,7 @@ export interface Config {
   redisUrl?: string;
   redisPrefix: string;
   policyFile: string;
-  rootKey: { files?: string[]; env?: string; activeId?: string };
+  rootKey: { files?: string[]; env?: string; activeId?: string } & ProviderConfig;
   signingKeyFile: string;
   /** Extra public keys (32 bytes each) whose access-log checkpoints Verify accepts. */
   auditTrustedKeys: Uint8Array[];
@@ -115,11 +117,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   if (e.FIELDVAULT_ROOT_KEY && e.FIELDVAULT_ROOT_KEY_FILE) {
     problems.push("FIELDVAULT_ROOT_KEY and FIELDVAULT_ROOT_KEY_FILE are mutually exclusive");
   }
+  const providers = providerConfig(e);
+  problems.push(...providers.problems);
+  const inHsm = providers.config.provider === "pkcs11";
   if (e.FIELDVAULT_MODE === "production") {
     if (!e.FIELDVAULT_DATABASE_URL) problems.push("FIELDVAULT_DATABASE_URL: required in production (no embedded storage)");
     if (!e.FIELDVAULT_REDIS_URL) problems.push("FIELDVAULT_REDIS_URL: required in production (no in-process stand-ins)");
     if (!tlsParts.every(Boolean)) problems.push("FIELDVAULT_TLS_*: production requires mutual TLS (cert, key and CA files)");
-    if (!e.FIELDVAULT_ROOT_KEY && !e.FIELDVAULT_ROOT_KEY_FILE) {
+    if (!inHsm && !e.FIELDVAULT_ROOT_KEY && !e.FIELDVAULT_ROOT_KEY_FILE) {
       problems.push("FIELDVAULT_ROOT_KEY or FIELDVAULT_ROOT_KEY_FILE: required in production (the development key is refused)");
     }
     if (!e.FIELDVAULT_SIGNING_KEY_FILE) problems.push("FIELDVAULT_SIGNING_KEY_FILE: required in production");
@@ -134,9 +139,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     redisPrefix: e.FIELDVAULT_REDIS_PREFIX,
     policyFile: e.FIELDVAULT_POLICY_FILE ?? fromRoot("policy", "default.yaml"),
     rootKey: {
-      files: e.FIELDVAULT_ROOT_KEY ? undefined : (e.FIELDVAULT_ROOT_KEY_FILE?.split(",") ?? [DEV_ROOT_KEY_FILE]),
+      // With pkcs11, file/env keys are optional extras that only unwrap (migration), never the development default.
+      files: e.FIELDVAULT_ROOT_KEY ? undefined : (e.FIELDVAULT_ROOT_KEY_FILE?.split(",") ?? (inHsm ? [] : [DEV_ROOT_KEY_FILE])),
       env: e.FIELDVAULT_ROOT_KEY,
       activeId: e.FIELDVAULT_ACTIVE_ROOT_KEY_ID,
+      ...providers.config,
     },
     signingKeyFile: e.FIELDVAULT_SIGNING_KEY_FILE ?? DEV_SIGNING_KEY_FILE,
     auditTrustedKeys: (e.FIELDVAULT_AUDIT_TRUSTED_KEYS ?? "")

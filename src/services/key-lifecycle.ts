@@ -31,7 +31,7 @@ import {
 } from "../storage/postgres/key-store";
 import { claimRewrapBatch, countUnder, storeRewrapped } from "../storage/postgres/rewrap-store";
 import type { CommitQueue } from "./commit-queue";
-import { FINGERPRINT_SECRET, type Keyring } from "./keyring";
+import { FINGERPRINT_SECRET, type Keyring, RootKeyDown, viaRoot } from "./keyring";
 
 /** A CVV lives in Redis for at most this long, so a card_cvv version is unused this long after it stopped encrypting. */
 const CVV_LIFETIME_SECONDS = 3600;
@@ -153,7 +153,8 @@ export function createKeyLifecycle(deps: KeyLifecycleDeps) {
         try {
           return { ok: true, value: await work(tx) };
         } catch (err) {
-          if (err instanceof VaultError && err.code !== "UNAVAILABLE") return { ok: false, err };
+          // A storage outage fails the shared transaction; a refusal, or a root key whose HSM failed, is logged.
+          if (err instanceof VaultError && (err.code !== "UNAVAILABLE" || err instanceof RootKeyDown)) return { ok: false, err };
           throw err;
         }
       },
@@ -234,7 +235,7 @@ export function createKeyLifecycle(deps: KeyLifecycleDeps) {
     const version = Math.max(...rows.map((r) => r.version)) + 1;
     const root = await wrappingRoot(tx);
     const kek = newKey();
-    const wrappedKey = wrapKek(root, category, version, kek);
+    const wrappedKey = await viaRoot(wrapKek(root, category, version, kek));
     kek.fill(0);
     // Demote first: the unique index allows one active version per category.
     if (active) await setKekState(tx, category, active.version, "decrypt_only");
@@ -487,18 +488,24 @@ export function createKeyLifecycle(deps: KeyLifecycleDeps) {
           const keks = await lockLiveKeks(tx);
           const secrets = await lockSecrets(tx);
           // Unwrap and re-wrap everything first; write only when all of it worked.
-          const kekWrites = keks.map((row) => {
-            const key = unwrapKek(rootOf(row.rootKeyId, `${row.category} v${row.version}`), row.category, row.version, row.wrappedKey!);
-            const wrapped = wrapKek(target, row.category, row.version, key);
-            key.fill(0);
-            return { row, wrapped };
-          });
-          const secretWrites = secrets.map((s) => {
-            const secret = unwrapSecret(rootOf(s.rootKeyId, `secret ${s.name}`), s.name, s.wrapped);
-            const wrapped = wrapSecret(target, s.name, secret);
-            secret.fill(0);
-            return { name: s.name, wrapped };
-          });
+          const kekWrites: { row: KekRow; wrapped: Uint8Array }[] = [];
+          for (const row of keks) {
+            const key = await viaRoot(unwrapKek(rootOf(row.rootKeyId, `${row.category} v${row.version}`), row.category, row.version, row.wrappedKey!));
+            try {
+              kekWrites.push({ row, wrapped: await viaRoot(wrapKek(target, row.category, row.version, key)) });
+            } finally {
+              key.fill(0);
+            }
+          }
+          const secretWrites: { name: string; wrapped: Uint8Array }[] = [];
+          for (const s of secrets) {
+            const secret = await viaRoot(unwrapSecret(rootOf(s.rootKeyId, `secret ${s.name}`), s.name, s.wrapped));
+            try {
+              secretWrites.push({ name: s.name, wrapped: await viaRoot(wrapSecret(target, s.name, secret)) });
+            } finally {
+              secret.fill(0);
+            }
+          }
           const previous = [...new Set([...keks.map((k) => k.rootKeyId), ...secrets.map((s) => s.rootKeyId)])].filter((x) => x !== id);
           for (const w of kekWrites) await rewrapKekRow(tx, w.row.category, w.row.version, w.wrapped, id);
           for (const w of secretWrites) await updateSecret(tx, w.name, w.wrapped, id);

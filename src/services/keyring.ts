@@ -1,7 +1,7 @@
 import { newKey } from "../crypto/aead";
 import type { Kek } from "../crypto/envelope";
 import { fingerprintKey } from "../crypto/fingerprint";
-import { type RootKey, unwrapKek, unwrapSecret, wrapKek, wrapSecret } from "../crypto/root-key";
+import { type RootKey, RootKeyUnavailableError, unwrapKek, unwrapSecret, wrapKek, wrapSecret } from "../crypto/root-key";
 import { VaultError } from "../domain/errors";
 import type { RootKeyring } from "../config/root-keys";
 import type { Db } from "../storage/db";
@@ -15,6 +15,24 @@ import {
 } from "../storage/postgres/key-store";
 
 export const FINGERPRINT_SECRET = "fingerprint-master";
+
+/** The root key's device (HSM) failed: UNAVAILABLE, and nothing changed. Keys already in memory keep working. */
+export class RootKeyDown extends VaultError {
+  constructor(reason: string) {
+    super("UNAVAILABLE", `${reason}; nothing was changed`);
+    this.name = "RootKeyDown";
+  }
+}
+
+/** Runs a root-key call, turning a failed device into RootKeyDown. */
+export async function viaRoot<T>(call: Promise<T>): Promise<T> {
+  try {
+    return await call;
+  } catch (err) {
+    if (err instanceof RootKeyUnavailableError) throw new RootKeyDown(err.message);
+    throw err;
+  }
+}
 
 interface Loaded extends KekRow {
   key?: Uint8Array;
@@ -61,10 +79,10 @@ export class Keyring {
     for (const category of this.categories) {
       if (existing.has(category)) continue;
       const kek = newKey();
-      await insertFirstKek(this.db, category, wrapKek(root, category, 1, kek), root.id);
+      await insertFirstKek(this.db, category, await viaRoot(wrapKek(root, category, 1, kek)), root.id);
     }
     if (!(await getSecret(this.db, FINGERPRINT_SECRET))) {
-      await insertSecret(this.db, FINGERPRINT_SECRET, wrapSecret(root, FINGERPRINT_SECRET, newKey()), root.id);
+      await insertSecret(this.db, FINGERPRINT_SECRET, await viaRoot(wrapSecret(root, FINGERPRINT_SECRET, newKey())), root.id);
     }
   }
 
@@ -108,7 +126,7 @@ export class Keyring {
       let key: Uint8Array | undefined;
       if (row.wrappedKey) {
         // A root rotation re-wraps a KEK but never changes it: a key already unwrapped stays valid.
-        key = old?.key ?? unwrapKek(this.root(row.rootKeyId), row.category, row.version, row.wrappedKey);
+        key = old?.key ?? (await viaRoot(unwrapKek(this.root(row.rootKeyId), row.category, row.version, row.wrappedKey)));
       }
       const list = next.get(row.category) ?? [];
       list.push({ ...row, key });
@@ -117,7 +135,7 @@ export class Keyring {
     const secret = await getSecret(this.db, FINGERPRINT_SECRET);
     if (!secret) throw new VaultError("INTERNAL", "fingerprint key missing");
     if (this.fpKeys.size === 0) {
-      const master = unwrapSecret(this.root(secret.rootKeyId), FINGERPRINT_SECRET, secret.wrapped);
+      const master = await viaRoot(unwrapSecret(this.root(secret.rootKeyId), FINGERPRINT_SECRET, secret.wrapped));
       for (const c of this.categories) this.fpKeys.set(c, fingerprintKey(master, c));
       master.fill(0);
     }

@@ -1,7 +1,7 @@
 import { newKey, open, OpenError, seal, aad } from "../../src/crypto/aead";
 import { openValue, rewrapDek, sealValue } from "../../src/crypto/envelope";
 import { fingerprint, fingerprintKey } from "../../src/crypto/fingerprint";
-import { rootKeyId, unwrapKek, wrapKek } from "../../src/crypto/root-key";
+import { localRootKey, rootKeyId, unwrapKek, unwrapSecret, wrapKek } from "../../src/crypto/root-key";
 import { readySodium } from "../../src/crypto/sodium";
 import { isWellFormedToken, newToken } from "../../src/crypto/tokens";
 
@@ -74,16 +74,32 @@ describe("envelope", () => {
 });
 
 describe("root key and fingerprints", () => {
-  it("binds a wrapped KEK to category, version and root key id", () => {
+  it("binds a wrapped KEK to category, version and root key id", async () => {
     const rk = newKey();
-    const root = { id: rootKeyId(rk), key: rk };
+    const root = localRootKey(rk);
     const kek = newKey();
-    const w = wrapKek(root, "card_number", 3, kek);
-    expect(Buffer.from(unwrapKek(root, "card_number", 3, w)).equals(Buffer.from(kek))).toBe(true);
-    expect(() => unwrapKek(root, "card_number", 4, w)).toThrow(OpenError);
-    expect(() => unwrapKek(root, "email", 3, w)).toThrow(OpenError);
-    expect(() => unwrapKek({ id: "rk_other", key: rk }, "card_number", 3, w)).toThrow(OpenError);
+    const w = await wrapKek(root, "card_number", 3, kek);
+    expect(Buffer.from(await unwrapKek(root, "card_number", 3, w)).equals(Buffer.from(kek))).toBe(true);
+    await expect(unwrapKek(root, "card_number", 4, w)).rejects.toThrow(OpenError);
+    await expect(unwrapKek(root, "email", 3, w)).rejects.toThrow(OpenError);
+    await expect(unwrapKek({ ...root, id: "rk_other" }, "card_number", 3, w)).rejects.toThrow(OpenError);
+    expect(root.id).toBe(rootKeyId(rk));
     expect(root.id).toMatch(/^rk_[0-9a-f]{16}$/);
+  });
+
+  it("still opens, byte for byte, a KEK and a secret wrapped by the code before the root-key interface", async () => {
+    // Made by the previous wrapKek/wrapSecret (seal(root.key, …) with root = { id, key }), key bytes 1..32.
+    const root = localRootKey(Uint8Array.from({ length: 32 }, (_, i) => i + 1));
+    const kek = Uint8Array.from({ length: 32 }, (_, i) => 255 - i);
+    const oldKek = Buffer.from("Aaf8naQcWfSHm0BlY6aAGrIZn0XtyFSsG+1ZuxP0SpjdPi7a359DeKunWw7tcic/FbY9MHEt2pVxdoN+9IQ0KtlMCpMvZXW6Pg==", "base64");
+    const oldSecret = Buffer.from("ASRDrJVxRNxzQzU0bPLMNlQDvhsiDFB8CAoj2Hxo4OIXg7D1fRlBjCCxKUiV3jHj4YU1HYgA3p8h7QjFTMiR6amqYvYUrDDV6A==", "base64");
+    expect(root.id).toBe("rk_aef5ccca1f8f46c4");
+    expect(Buffer.from(await unwrapKek(root, "card_number", 3, oldKek))).toEqual(Buffer.from(kek));
+    expect(Buffer.from(await unwrapSecret(root, "fingerprint-master", oldSecret))).toEqual(Buffer.from(kek));
+    // And what it wraps now has the same shape: format byte 0x01, 24-byte nonce, 32 + 16 bytes.
+    const now = await wrapKek(root, "card_number", 3, kek);
+    expect(now[0]).toBe(1);
+    expect(now.length).toBe(oldKek.length);
   });
 
   it("fingerprints are keyed per category and deterministic", () => {
