@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 import { Command } from "commander";
 import { registerAudit } from "./audit";
+import { registerImport } from "./import";
 import { registerKeys } from "./keys";
 
 /** `fieldvault` — for security engineers (keys …) and incident responders (audit …). */
@@ -10,6 +11,7 @@ const program = new Command()
   .showHelpAfterError();
 registerKeys(program);
 registerAudit(program);
+registerImport(program);
 
 program.parseAsync(process.argv).catch((err: Error & { details?: string }) => {
   process.stderr.write(`fieldvault: ${err.details ?? err.message}\n`);
