@@ -77,12 +77,12 @@ async function importCommand(input: string, output: string, o: ImportOptions): P
     }
   }
 
-  const progress = progressReporter(process.stderr, inputSize ?? undefined);
+  let bytesRead = 0;
   const raw: Readable = input === "-" ? process.stdin : createReadStream(input);
   const counted = raw.pipe(
     new Transform({
       transform(chunk: Buffer, _enc, cb) {
-        progress.read(chunk.length);
+        bytesRead += chunk.length;
         cb(null, chunk);
       },
     }),
@@ -90,10 +90,13 @@ async function importCommand(input: string, output: string, o: ImportOptions): P
   raw.on("error", (err) => counted.destroy(err));
   const source = plan.format === "csv" ? csvSource(counted, plan) : jsonlSource(counted, plan);
 
+  await source.preamble(); // reads and checks the header before any output is created
+
   const out: Sink = toStdout ? streamSink(process.stdout) : await fileSink(output, state ? state.outputBytes : "fresh");
   const rejects: Sink = o.rejects ? await fileSink(o.rejects, state ? state.rejectsBytes : "fresh") : streamSink(process.stderr);
   if (o.rejects && !state) await rejects.write("line,column,reason\n");
 
+  const progress = progressReporter(process.stderr, inputSize ?? undefined, () => bytesRead);
   const client = new TokenServiceClient(o.address, credentials(o));
   let stopping = false;
   const onSignal = () => {
@@ -146,7 +149,7 @@ async function importCommand(input: string, output: string, o: ImportOptions): P
       return EXIT.interrupted;
     }
     const err = outcome.error;
-    const resumable = err instanceof ImportStopped ? err.resumable : true;
+    const resumable = err instanceof ImportStopped ? err.resumable : !(err instanceof UsageError);
     process.stderr.write(`fieldvault: import stopped: ${err instanceof ImportStopped || err instanceof UsageError ? err.message : (err as { details?: string }).details ?? err.message}\n`);
     if (sidecar) process.stderr.write(`import: everything before the stop is committed; ${resumable ? "resume" : "after fixing that, resume"} with the same command and --resume\n`);
     return resumable && sidecar ? EXIT.resumable : EXIT.failed;

@@ -12,10 +12,9 @@ export interface Summary {
  * rows/s and, when the input's size is known, percentage and ETA from bytes read. Otherwise one
  * plain line every `everyMs`.
  */
-export function progressReporter(stream: NodeJS.WriteStream, totalBytes: number | undefined, everyMs = 5000) {
+export function progressReporter(stream: NodeJS.WriteStream, totalBytes: number | undefined, bytesRead: () => number, everyMs = 5000) {
   const started = performance.now();
   const seconds = () => (performance.now() - started) / 1000;
-  let bytes = 0;
   let rows = 0;
   let rejected = 0;
   const rate = () => Math.round(rows / Math.max(seconds(), 0.001));
@@ -36,21 +35,17 @@ export function progressReporter(stream: NodeJS.WriteStream, totalBytes: number 
     bar.start(sized ? totalBytes : 1, 0, { rows: 0, rate: 0, rejected: 0 });
   } else {
     timer = setInterval(() => {
-      const pct = totalBytes ? ` (${Math.min(100, Math.floor((bytes / totalBytes) * 100))}%)` : "";
+      const pct = totalBytes ? ` (${Math.min(100, Math.floor((bytesRead() / totalBytes) * 100))}%)` : "";
       stream.write(`import: ${rows} rows${pct}, ${rate()} rows/s, ${rejected} rejected, ${seconds().toFixed(0)}s\n`);
     }, everyMs);
     timer.unref();
   }
 
   return {
-    /** Input bytes read so far. */
-    read(n: number) {
-      bytes += n;
-    },
     rows(done: number, rej: number) {
       rows = done;
       rejected = rej;
-      bar?.update(totalBytes ? Math.min(bytes, totalBytes) : 0, { rows, rate: rate(), rejected });
+      bar?.update(totalBytes ? Math.min(bytesRead(), totalBytes) : 0, { rows, rate: rate(), rejected });
     },
     stop(): number {
       if (timer) clearInterval(timer);
