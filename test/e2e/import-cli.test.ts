@@ -196,6 +196,51 @@ describe("fieldvault import (CLI) against a real vault on PostgreSQL and Redis",
     expect(readFileSync(file("bad.out.jsonl"), "utf8").trim().split("\n")).toHaveLength(2);
   });
 
+  it("links each row's tokens to its --subject-column reference (one subject_ref per call), rows still in order", async () => {
+    // Subjects interleave (a, b, a, c, …) so a chunk holds several groups that finish in any order.
+    const rows = Array.from({ length: 25 }, (_, i) => [`s${i}`, `subj-${["a", "b", "c"][i % 3]}-${Math.floor(i / 9)}`, `Subject Row ${i}`, card(30_000 + i)]);
+    writeFileSync(file("subj.csv"), stringify([["id", "who", "name", "pan"], ...rows]));
+    const r = await cli(["import", "--map", "name=cardholder_name", "--map", "pan=card_number", "--subject-column", "who", "--batch", "10", file("subj.csv"), file("subj.out.csv"), ...as()]);
+    expect(r.code).toBe(0);
+    const out = (parse(readFileSync(file("subj.out.csv"))) as string[][]).slice(1);
+    expect(out.map((c) => [c[0], c[1]])).toEqual(rows.map((c) => [c[0], c[1]])); // subject column left as is
+    const links = await t.vault.db.query<{ subject_ref: string; token_id: string }>(
+      "SELECT subject_ref, token_id FROM token_subjects WHERE subject_ref LIKE 'subj-%'",
+      [],
+    );
+    const subjectOf = new Map(links.rows.map((l) => [l.token_id, l.subject_ref]));
+    for (const c of out) {
+      expect(subjectOf.get(c[2]!)).toBe(c[1]);
+      expect(subjectOf.get(c[3]!)).toBe(c[1]);
+    }
+    expect(await reveal(out.map((c) => c[2]!))).toEqual(rows.map((c) => c[2]));
+  });
+
+  it("on Ctrl-C (SIGINT) finishes the calls in flight, writes them, and resumes without minting a token twice", async () => {
+    const N = 5000;
+    const rows = Array.from({ length: N }, (_, i) => [`i${i}`, `Interrupted ${i}`]);
+    writeFileSync(file("int.csv"), stringify([["id", "name"], ...rows]));
+    const args = ["import", "--map", "name=cardholder_name", "--batch", "25", file("int.csv"), file("int.out.csv"), ...as()];
+    const before = await countTokens("cardholder_name");
+    const first = start(args);
+    const sidecar = file("int.out.csv.import-state.json");
+    while (!existsSync(sidecar) || (JSON.parse(readFileSync(sidecar, "utf8")) as { records: number }).records < 500) await new Promise((r) => setTimeout(r, 20));
+    first.child.kill("SIGINT");
+    const stopped = await first.done;
+    expect(stopped.code).toBe(130);
+    expect(stopped.stderr).toContain("interrupted; resume with the same command and --resume");
+    const state = JSON.parse(readFileSync(sidecar, "utf8")) as { records: number };
+    expect(state.records).toBeLessThan(N);
+    // Nothing was left in flight: exactly the committed rows have tokens.
+    expect((await countTokens("cardholder_name")) - before).toBe(state.records);
+    const resumed = await cli([...args, "--resume"]);
+    expect(resumed.code).toBe(0);
+    const out = (parse(readFileSync(file("int.out.csv"))) as string[][]).slice(1);
+    expect(out.map((c) => c[0])).toEqual(rows.map((c) => c[0]));
+    expect((await countTokens("cardholder_name")) - before).toBe(N);
+    expect(await reveal(out.map((c) => c[1]!))).toEqual(rows.map((c) => c[1]));
+  });
+
   it("stops with a clear message when the caller may not tokenize a mapped category", async () => {
     writeFileSync(file("denied.csv"), `id,name\n1,Some One\n`);
     const r = await cli(["import", "--map", "name=cardholder_name", file("denied.csv"), file("denied.out.csv"), ...as("support-desk")]);

