@@ -14,7 +14,7 @@ export async function* lines(input: Readable, max = MAX_RECORD_BYTES): AsyncGene
     let start = 0;
     for (let nl = text.indexOf("\n"); nl >= 0; nl = text.indexOf("\n", start)) {
       if (skipping) skipping = false;
-      else yield text.slice(start, nl);
+      else yield nl - start > max ? { tooLong: true } : text.slice(start, nl);
       start = nl + 1;
     }
     text = text.slice(start);
@@ -94,7 +94,7 @@ export function jsonlSource(input: Readable, plan: ImportPlan): Source {
     for await (const text of lines(input)) {
       line++;
       if (typeof text !== "string") {
-        yield { kind: "reject", line, column: "", reason: `line longer than ${MAX_RECORD_BYTES} bytes` };
+        yield { kind: "reject", line, column: "", reason: `line longer than ${MAX_RECORD_BYTES} characters` };
         continue;
       }
       if (text.trim() === "") continue;
