@@ -121,7 +121,7 @@ async function importCommand(input: string, output: string, o: ImportOptions): P
       fresh: !state,
       retry,
       stopping: () => stopping,
-      progress: (c) => progress.rows(c.tokenized + c.rejected, c.rejected),
+      progress: (c) => progress.rows(c.tokenized + c.rejected, c.rejected, c.rowsIn, state?.records ?? 0),
       commit: sidecar
         ? async (c) => {
             await out.sync();
@@ -158,6 +158,7 @@ async function importCommand(input: string, output: string, o: ImportOptions): P
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
     client.close();
+    raw.destroy();
     await out.close();
     await rejects.close();
   }

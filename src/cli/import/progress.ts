@@ -17,6 +17,7 @@ export function progressReporter(stream: NodeJS.WriteStream, totalBytes: number 
   const seconds = () => (performance.now() - started) / 1000;
   let rows = 0;
   let rejected = 0;
+  let fraction = 0;
   const rate = () => Math.round(rows / Math.max(seconds(), 0.001));
 
   let bar: SingleBar | undefined;
@@ -35,17 +36,23 @@ export function progressReporter(stream: NodeJS.WriteStream, totalBytes: number 
     bar.start(sized ? totalBytes : 1, 0, { rows: 0, rate: 0, rejected: 0 });
   } else {
     timer = setInterval(() => {
-      const pct = totalBytes ? ` (${Math.min(100, Math.floor((bytesRead() / totalBytes) * 100))}%)` : "";
+      const pct = totalBytes ? ` (${Math.floor(fraction * 100)}%)` : "";
       stream.write(`import: ${rows} rows${pct}, ${rate()} rows/s, ${rejected} rejected, ${seconds().toFixed(0)}s\n`);
     }, everyMs);
     timer.unref();
   }
 
   return {
-    rows(done: number, rej: number) {
+    /**
+     * `done` of `read` records are written (or rejected) this run, after `skipped` (resume). The
+     * reader runs a bounded distance ahead, so the bytes behind the written records are estimated
+     * as bytes read × (skipped + done) / (skipped + read).
+     */
+    rows(done: number, rej: number, read: number, skipped = 0) {
       rows = done;
       rejected = rej;
-      bar?.update(totalBytes ? Math.min(bytesRead(), totalBytes) : 0, { rows, rate: rate(), rejected });
+      if (totalBytes) fraction = Math.min(1, (bytesRead() / totalBytes) * ((skipped + done) / Math.max(1, skipped + read)));
+      bar?.update(totalBytes ? Math.round(fraction * totalBytes) : 0, { rows, rate: rate(), rejected });
     },
     stop(): number {
       if (timer) clearInterval(timer);
