@@ -2,6 +2,7 @@
 import { Command } from "commander";
 import { registerAudit } from "./audit";
 import { registerHsm } from "./hsm";
+import { registerImport } from "./import";
 import { registerKeys } from "./keys";
 import { registerReport } from "./report";
 
@@ -14,6 +15,7 @@ registerKeys(program);
 registerAudit(program);
 registerReport(program.commands.find((c) => c.name() === "audit")!);
 registerHsm(program);
+registerImport(program);
 
 program.parseAsync(process.argv).catch((err: Error & { details?: string }) => {
   process.stderr.write(`fieldvault: ${err.details ?? err.message}\n`);

@@ -1,0 +1,86 @@
+import { Readable } from "node:stream";
+import fc from "fast-check";
+import { lines, memberSpans } from "../../src/cli/import/jsonl";
+import { guessFormat, makePlan, UsageError } from "../../src/cli/import/plan";
+import { fieldOfError } from "../../src/cli/import/tokenize";
+
+describe("import: JSON Lines member spans", () => {
+  const json = fc.letrec((tie) => ({
+    value: fc.oneof(
+      { depthSize: "small" },
+      fc.string(),
+      fc.double({ noNaN: true, noDefaultInfinity: true }),
+      fc.boolean(),
+      fc.constant(null),
+      fc.array(tie("value"), { maxLength: 3 }),
+      fc.dictionary(fc.string(), tie("value"), { maxKeys: 3 }),
+    ),
+  })).value;
+  const ws = fc.constantFrom("", " ", "\t", "  ", "\r");
+
+  it("finds each top-level member's value text exactly, whatever the spacing and nesting", () => {
+    fc.assert(
+      fc.property(fc.uniqueArray(fc.tuple(fc.string(), json), { selector: ([k]) => k, maxLength: 6 }), fc.array(ws, { minLength: 30, maxLength: 30 }), (members, spaces) => {
+        let w = 0;
+        const sp = () => spaces[w++ % spaces.length]!;
+        const text = `${sp()}{${members.map(([k, v]) => `${sp()}${JSON.stringify(k)}${sp()}:${sp()}${JSON.stringify(v)}${sp()}`).join(",")}}${sp()}`;
+        const spans = memberSpans(text);
+        expect([...spans.keys()].sort()).toEqual(members.map(([k]) => k).sort());
+        for (const [k, v] of members) {
+          const [[start, end]] = spans.get(k)! as [[number, number]];
+          expect(text.slice(start, end)).toBe(JSON.stringify(v));
+        }
+      }),
+    );
+  });
+
+  it("reports a member that appears twice (JSON.parse would keep only the last)", () => {
+    expect(memberSpans('{"a":"x","b":1,"a":"y"}').get("a")).toEqual([
+      [5, 8],
+      [19, 22],
+    ]);
+  });
+});
+
+describe("import: line splitting", () => {
+  it("splits on \\n across chunk boundaries (multi-byte characters too), keeps \\r, reports an over-long line and goes on", async () => {
+    const text = "ab\r\nçé€\n" + "x".repeat(50) + "\nlast";
+    const bytes = Buffer.from(text);
+    for (const size of [1, 2, 3, 7, 64]) {
+      const chunks: Buffer[] = [];
+      for (let i = 0; i < bytes.length; i += size) chunks.push(bytes.subarray(i, i + size));
+      const got: (string | { tooLong: true })[] = [];
+      for await (const l of lines(Readable.from(chunks), 20)) got.push(l);
+      expect(got).toEqual(["ab\r", "çé€", { tooLong: true }, "last"]);
+    }
+  });
+});
+
+describe("import: errors the vault names by field", () => {
+  it("takes the field index and the reason after the category", () => {
+    expect(fieldOfError("fields[12] (card_number): fails the Luhn check")).toEqual({ index: 12, rest: "fails the Luhn check" });
+    expect(fieldOfError("fields[0].category: unknown category")).toEqual({ index: 0, rest: "unknown category" });
+    expect(fieldOfError("subject_ref: longer than 256 characters")).toBeUndefined();
+  });
+});
+
+describe("import: command-line plan", () => {
+  it("guesses the format from the name and refuses to guess for stdin", () => {
+    expect(guessFormat(undefined, "/x/rows.CSV")).toBe("csv");
+    expect(guessFormat(undefined, "rows.ndjson")).toBe("jsonl");
+    expect(() => guessFormat(undefined, "-")).toThrow(/--format/);
+    expect(() => guessFormat("xml", "a.csv")).toThrow(UsageError);
+  });
+
+  it("fits the default batch in 1000 fields and checks every option", () => {
+    expect(makePlan({ map: ["a=card_number", "b=card_expiry", "c=cardholder_name"], input: "a.csv" })).toMatchObject({ batchRows: 333, concurrency: 4 });
+    expect(makePlan({ map: ["a=card_number"], input: "a.csv", subjectColumn: "s" })).toMatchObject({ batchRows: 500, concurrency: 16 });
+    expect(makePlan({ map: ["a=card_number"], tokenFormat: ["a=preserving"], input: "a.csv" }).columns[0]!.preserving).toBe(true);
+    expect(() => makePlan({ map: [], input: "a.csv" })).toThrow(/at least one/);
+    expect(() => makePlan({ map: ["a"], input: "a.csv" })).toThrow(/COLUMN=VALUE/);
+    expect(() => makePlan({ map: ["a=x", "a=y"], input: "a.csv" })).toThrow(/twice/);
+    expect(() => makePlan({ map: ["a=x"], tokenFormat: ["b=preserving"], input: "a.csv" })).toThrow(/not a --map column/);
+    expect(() => makePlan({ map: ["a=x"], subjectColumn: "a", input: "a.csv" })).toThrow(/cannot also be tokenized/);
+    expect(() => makePlan({ map: ["a=x"], batch: "0", input: "a.csv" })).toThrow(/--batch/);
+  });
+});
