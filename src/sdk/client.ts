@@ -61,6 +61,22 @@ export class FieldVaultError extends Error {
   }
 }
 
+/**
+ * A reveal() that did not reveal every item. `results` holds every item's outcome in request order,
+ * values included for items that were revealed (a CVV among them has been used up, and this is the
+ * only copy); the message names the failed items by index and never carries a value.
+ */
+export class RevealError extends FieldVaultError {
+  constructor(readonly results: Revealed[]) {
+    const failed = results.flatMap((r, i) => (r.ok || r.code === "ABORTED" ? [] : [`item ${i}: ${r.code}: ${r.message}`]));
+    const first = results.find((r) => !r.ok && r.code !== "ABORTED") as Extract<Revealed, { ok: false }> | undefined;
+    super((status[first?.code as keyof typeof status] as number | undefined) ?? status.UNKNOWN, failed.join("; "), "Detokenize");
+    this.name = "RevealError";
+  }
+}
+
+const WELL_FORMED_TOKEN = /^tok_[0-9A-Za-z]{22}$/;
+
 const pem = (p: Pem) => (typeof p === "string" ? readFileSync(p) : p);
 
 type UnaryMethod<Req, Res> = (req: Req, md: Metadata, opts: Partial<CallOptions>, cb: (err: ServiceError | null, res: Res) => void) => unknown;
@@ -110,13 +126,45 @@ export class FieldVaultClient {
     );
   }
 
-  /** Like detokenize, but throws unless every item was revealed; returns values in request order. */
+  /**
+   * Like detokenize, but returns values in request order or throws a RevealError. CVVs are single
+   * use, so reveal never spends one in a call that is going to fail: malformed tokens are refused
+   * before any call; InspectTokens (which reveals nothing) finds unknown tokens and each token's
+   * category; every other item is revealed first, and the CVVs only once all of those succeeded.
+   * If a CVV is still revealed in a failing reveal (two CVVs where the second is refused, or a token
+   * this caller may not inspect), its value is in the RevealError's `results`, with every other item.
+   */
   async reveal(tokens: readonly string[], o: CallOverrides & { purpose: string; justification?: string }): Promise<string[]> {
-    const results = await this.detokenize(tokens, o);
-    return results.map((r, i) => {
-      if (!r.ok) throw new FieldVaultError(status[r.code as keyof typeof status] as number ?? status.UNKNOWN, `item ${i}: ${r.message}`, "Detokenize");
-      return r.value;
+    const results: (Revealed | undefined)[] = new Array(tokens.length).fill(undefined);
+    const fail = (): never => {
+      const all = results.map((r, i): Revealed => r ?? { token: tokens[i]!, category: "", ok: false, code: "ABORTED", message: "not revealed: another item failed first" });
+      throw new RevealError(all);
+    };
+    tokens.forEach((token, i) => {
+      if (!WELL_FORMED_TOKEN.test(token)) results[i] = { token, category: "", ok: false, code: "INVALID_ARGUMENT", message: "not a fieldvault token (tok_ and 22 letters or digits)" };
     });
+    if (results.some(Boolean)) fail();
+
+    // Which items are CVVs (single use)? Only worth asking when there is something else to fail.
+    let cvv = new Set<number>();
+    if (tokens.length > 1) {
+      const inspected = await this.inspect(tokens, o);
+      inspected.forEach((r, i) => {
+        if (!r.ok && r.code === "NOT_FOUND") results[i] = { token: tokens[i]!, category: "", ok: false, code: r.code, message: r.message };
+      });
+      if (results.some(Boolean)) fail();
+      cvv = new Set(inspected.flatMap((r, i) => (r.ok && r.category === "card_cvv" ? [i] : [])));
+    }
+    const phases = [tokens.map((_, i) => i).filter((i) => !cvv.has(i)), [...cvv]].filter((p) => p.length);
+    for (const phase of phases) {
+      const revealed = await this.detokenize(
+        phase.map((i) => tokens[i]!),
+        o,
+      );
+      revealed.forEach((r, k) => (results[phase[k]!] = r));
+      if (revealed.some((r) => !r.ok)) fail();
+    }
+    return results.map((r) => (r as Extract<Revealed, { ok: true }>).value);
   }
 
   /** Metadata and masked views; never plaintext. Retried on UNAVAILABLE. */
