@@ -1,7 +1,13 @@
 #!/usr/bin/env node
 import { Command } from "commander";
+import { CLI_WORDS, explainConnectionError } from "../sdk/connection-errors";
 import { registerAudit } from "./audit";
+import { connectionInUse } from "./connect";
 import { registerKeys } from "./keys";
+import { exitQuietlyOnClosedPipe } from "./pipe";
+import { terminalSafe } from "./terminal-safe";
+
+exitQuietlyOnClosedPipe();
 
 /** `fieldvault` — for security engineers (keys …) and incident responders (audit …). */
 const program = new Command()
@@ -11,7 +17,9 @@ const program = new Command()
 registerKeys(program);
 registerAudit(program);
 
-program.parseAsync(process.argv).catch((err: Error & { details?: string }) => {
-  process.stderr.write(`fieldvault: ${err.details ?? err.message}\n`);
+program.parseAsync(process.argv).catch((err: Error & { code?: number; details?: string }) => {
+  const conn = connectionInUse();
+  const explained = conn && explainConnectionError(err.code, err.details ?? "", { ...conn, words: CLI_WORDS });
+  process.stderr.write(`fieldvault: ${terminalSafe(explained ?? err.details ?? err.message)}\n`);
   process.exit(1);
 });

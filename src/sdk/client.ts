@@ -3,6 +3,7 @@ import { type CallOptions, type ChannelOptions, ChannelCredentials, type ClientR
 import { AccessLogClient, type LogEntry, type QueryRequest, type VerifyResponse } from "../gen/fieldvault/v1/access_log";
 import { type CategoryKeys, KeyAdminClient } from "../gen/fieldvault/v1/key_admin";
 import { type Masked, TokenServiceClient } from "../gen/fieldvault/v1/token_service";
+import { explainConnectionError, SDK_WORDS } from "./connection-errors";
 import { DEFAULT_RETRY, DETERMINISTIC_CATEGORIES, type RetryPolicy, withRetry } from "./retry";
 
 /** PEM contents, or a path to a PEM file. */
@@ -47,15 +48,22 @@ export type Inspected =
   | { token: string; ok: true; category: string; masked: Masked; createdAt?: Date; expiresAt?: Date; keyVersion: number }
   | { token: string; ok: false; code: string; message: string };
 
-/** A failed call: the gRPC status, its name, and the vault's message (which never carries a value). */
+/**
+ * A failed call: the gRPC status, its name, and the vault's message (which never carries a value).
+ * For a connection that could not be made (vault down, plaintext against TLS, a certificate from
+ * another CA, no identity) `message` is one line saying what is wrong and what to change, and
+ * `details` keeps grpc-js's own text.
+ */
 export class FieldVaultError extends Error {
   readonly codeName: string;
   constructor(
     readonly code: number,
     readonly details: string,
     readonly method: string,
+    /** What is wrong and what to change, for a failure to connect or to be recognised. */
+    readonly explanation?: string,
   ) {
-    super(`${method}: ${status[code] ?? code}: ${details}`);
+    super(`${method}: ${status[code] ?? code}: ${explanation ?? details}`);
     this.name = "FieldVaultError";
     this.codeName = status[code] ?? String(code);
   }
@@ -211,7 +219,7 @@ export class FieldVaultClient {
       this.retry,
       deadline,
     ).catch((err) => {
-      throw err instanceof FieldVaultError ? err : new FieldVaultError((err as ServiceError).code, (err as ServiceError).details, "Query");
+      throw err instanceof FieldVaultError ? err : this.failure((err as ServiceError).code, (err as ServiceError).details, "Query");
     });
   }
 
@@ -240,7 +248,11 @@ export class FieldVaultClient {
         method.call(client, req, this.metadata(o), { deadline }, (err, res) => (err ? reject(err) : resolve(res)));
       });
     return withRetry(attempt, idempotent, this.retry, deadline).catch((err: ServiceError) => {
-      throw new FieldVaultError(err.code ?? status.UNKNOWN, err.details ?? String(err), name);
+      throw this.failure(err.code ?? status.UNKNOWN, err.details ?? String(err), name);
     });
+  }
+
+  private failure(code: number, details: string, method: string): FieldVaultError {
+    return new FieldVaultError(code, details, method, explainConnectionError(code, details, { address: this.opts.address, tls: !!this.opts.tls, words: SDK_WORDS }));
   }
 }

@@ -69,3 +69,14 @@ describe("SDK reveal() and single-use CVVs", () => {
     expect(again.codeName).toBe("NOT_FOUND");
   });
 });
+
+describe("SDK connection errors a person can read", () => {
+  it("says nothing is listening, with the fix, instead of grpc-js's resolution note", async () => {
+    const c = new FieldVaultClient({ address: "127.0.0.1:1", caller: "payment-service", deadlineMs: 3000 });
+    try {
+      await expect(c.listKeys()).rejects.toThrow("ListKeys: UNAVAILABLE: nothing is listening on 127.0.0.1:1 (connection refused): is the vault running (npm start)? Otherwise fix the address option");
+    } finally {
+      c.close();
+    }
+  });
+});
