@@ -29,6 +29,8 @@ RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist ./dist
 COPY proto ./proto
 COPY policy ./policy
+# [R2b] the CLI on the PATH: `docker exec <container> fieldvault audit verify …`
+RUN chmod 755 dist/src/cli/main.js && ln -s /app/dist/src/cli/main.js /usr/local/bin/fieldvault
 # [R3] never run as root: the node image's unprivileged user (uid 1000)
 USER node
 EXPOSE 50051 9464

@@ -65,6 +65,9 @@ say "[R1] npm ci --omit=dev (runtime stage)"
 # [R2] COPY --from=build /app/dist ./dist ; COPY proto ./proto ; COPY policy ./policy
 cp -r "$BUILD/dist" "$APP/dist"
 cp -r "$REPO/proto" "$REPO/policy" "$APP/"
+# [R2b] chmod 755 dist/src/cli/main.js (the image links it as /usr/local/bin/fieldvault); it must run as a command
+chmod 755 "$APP/dist/src/cli/main.js"
+(cd "$APP" && ./dist/src/cli/main.js --help >/dev/null) || { say "[R2b] the CLI does not run as a command"; exit 1; }
 if [ -d "$APP/node_modules/typescript" ] || [ -d "$APP/node_modules/jest" ]; then say "devDependencies leaked into the runtime folder"; exit 1; fi
 if [ -e "$APP/keys-dev" ] || [ -e "$APP/src" ]; then say "the runtime folder must hold only dist/, proto/, policy/"; exit 1; fi
 

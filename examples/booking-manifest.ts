@@ -96,6 +96,6 @@ async function main(): Promise<void> {
 
 main().catch((err: unknown) => {
   const e = err as Error;
-  console.error(`booking-manifest: FAILED: ${e instanceof FieldVaultError ? `${e.codeName} ${e.details}` : e.message}`);
+  console.error(`booking-manifest: FAILED: ${e instanceof FieldVaultError ? `${e.codeName} ${e.explanation ?? e.details}` : e.message}`);
   process.exitCode = 1;
 });

@@ -105,6 +105,6 @@ async function main(): Promise<void> {
 
 main().catch((err: unknown) => {
   const e = err as Error;
-  console.error(`payment-checkout: FAILED: ${e instanceof FieldVaultError ? `${e.codeName} ${e.details}` : e.message}`);
+  console.error(`payment-checkout: FAILED: ${e instanceof FieldVaultError ? `${e.codeName} ${e.explanation ?? e.details}` : e.message}`);
   process.exitCode = 1;
 });

@@ -6,6 +6,7 @@ import { AccessLogClient, type LogEntry, type QueryRequest, type VerifyResponse 
 import { loadSigningKey } from "../config/signing-key";
 import { readySodium } from "../crypto/sodium";
 import { addConnectOptions, type ConnectOptions, credentials, metadata } from "./connect";
+import { jsonLine, terminalSafe } from "./terminal-safe";
 
 /** `fieldvault audit query | verify | export`: the incident responder's view of the access log. */
 
@@ -135,7 +136,7 @@ function printTable(entries: LogEntry[]): void {
       (e.detail || "").replace(/\s+/g, " ").slice(0, 60),
     ]);
   }
-  for (const line of table(rows)) out(line);
+  for (const line of table(rows.map((r) => r.map(terminalSafe)))) out(line);
 }
 
 function write(stream: Writable, text: string): Promise<void> {
@@ -149,8 +150,8 @@ function printVerify(r: VerifyResponse): void {
   if (r.ok) {
     out(`OK: ${r.entriesChecked} entries and ${r.checkpointsChecked} signed checkpoints verified`);
   } else {
-    out(`BROKEN at sequence ${r.firstBrokenSequence}: ${r.problem}`);
-    out(`  ${r.detail}`);
+    out(`BROKEN at sequence ${r.firstBrokenSequence}: ${terminalSafe(r.problem)}`);
+    out(`  ${terminalSafe(r.detail)}`);
     out(`  (checked ${r.entriesChecked} entries and ${r.checkpointsChecked} checkpoints before stopping)`);
   }
 }
@@ -172,7 +173,7 @@ export function registerAudit(program: Command): void {
         const shown: LogEntry[] = [];
         do {
           token = await queryPage(log, md, request(o, o.limit, token), (e) => {
-            if (o.json) out(JSON.stringify(entryRecord(e)));
+            if (o.json) out(jsonLine(entryRecord(e)));
             else shown.push(e);
           });
         } while (o.all && token);
@@ -230,7 +231,7 @@ export function registerAudit(program: Command): void {
           token = await queryPage(log, md, request(o, 1000, token), async (e) => {
             const r = entryRecord(e);
             n++;
-            await write(sink, o.format === "csv" ? CSV_COLUMNS.map((c) => csvCell(r[c])).join(",") + "\n" : JSON.stringify(r) + "\n");
+            await write(sink, o.format === "csv" ? CSV_COLUMNS.map((c) => csvCell(r[c])).join(",") + "\n" : jsonLine(r) + "\n");
           });
         } while (token);
       } finally {

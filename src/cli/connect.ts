@@ -21,7 +21,12 @@ export function addConnectOptions(cmd: Command): Command {
     .option("--caller <identity>", "development only: self-asserted identity over plaintext", process.env.FIELDVAULT_CALLER);
 }
 
+/** The connection the running command made (for explaining a failure to connect). */
+let lastConnection: { address: string; tls: boolean } | undefined;
+export const connectionInUse = () => lastConnection;
+
 export function credentials(o: ConnectOptions): ChannelCredentials {
+  lastConnection = { address: o.address, tls: !!(o.cert || o.key || o.ca) };
   if (o.cert || o.key || o.ca) {
     if (!o.cert || !o.key || !o.ca) throw new Error("--cert, --key and --ca must be given together");
     return ChannelCredentials.createSsl(readFileSync(o.ca), readFileSync(o.key), readFileSync(o.cert));

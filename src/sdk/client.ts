@@ -3,6 +3,7 @@ import { type CallOptions, type ChannelOptions, ChannelCredentials, type ClientR
 import { AccessLogClient, type LogEntry, type QueryRequest, type VerifyResponse } from "../gen/fieldvault/v1/access_log";
 import { type CategoryKeys, KeyAdminClient } from "../gen/fieldvault/v1/key_admin";
 import { type Masked, TokenServiceClient } from "../gen/fieldvault/v1/token_service";
+import { explainConnectionError, SDK_WORDS } from "./connection-errors";
 import { DEFAULT_RETRY, DETERMINISTIC_CATEGORIES, type RetryPolicy, withRetry } from "./retry";
 
 /** PEM contents, or a path to a PEM file. */
@@ -47,19 +48,42 @@ export type Inspected =
   | { token: string; ok: true; category: string; masked: Masked; createdAt?: Date; expiresAt?: Date; keyVersion: number }
   | { token: string; ok: false; code: string; message: string };
 
-/** A failed call: the gRPC status, its name, and the vault's message (which never carries a value). */
+/**
+ * A failed call: the gRPC status, its name, and the vault's message (which never carries a value).
+ * For a connection that could not be made (vault down, plaintext against TLS, a certificate from
+ * another CA, no identity) `message` is one line saying what is wrong and what to change, and
+ * `details` keeps grpc-js's own text.
+ */
 export class FieldVaultError extends Error {
   readonly codeName: string;
   constructor(
     readonly code: number,
     readonly details: string,
     readonly method: string,
+    /** What is wrong and what to change, for a failure to connect or to be recognised. */
+    readonly explanation?: string,
   ) {
-    super(`${method}: ${status[code] ?? code}: ${details}`);
+    super(`${method}: ${status[code] ?? code}: ${explanation ?? details}`);
     this.name = "FieldVaultError";
     this.codeName = status[code] ?? String(code);
   }
 }
+
+/**
+ * A reveal() that did not reveal every item. `results` holds every item's outcome in request order,
+ * values included for items that were revealed (a CVV among them has been used up, and this is the
+ * only copy); the message names the failed items by index and never carries a value.
+ */
+export class RevealError extends FieldVaultError {
+  constructor(readonly results: Revealed[]) {
+    const failed = results.flatMap((r, i) => (r.ok || r.code === "ABORTED" ? [] : [`item ${i}: ${r.code}: ${r.message}`]));
+    const first = results.find((r) => !r.ok && r.code !== "ABORTED") as Extract<Revealed, { ok: false }> | undefined;
+    super((status[first?.code as keyof typeof status] as number | undefined) ?? status.UNKNOWN, failed.join("; "), "Detokenize");
+    this.name = "RevealError";
+  }
+}
+
+const WELL_FORMED_TOKEN = /^tok_[0-9A-Za-z]{22}$/;
 
 const pem = (p: Pem) => (typeof p === "string" ? readFileSync(p) : p);
 
@@ -110,13 +134,45 @@ export class FieldVaultClient {
     );
   }
 
-  /** Like detokenize, but throws unless every item was revealed; returns values in request order. */
+  /**
+   * Like detokenize, but returns values in request order or throws a RevealError. CVVs are single
+   * use, so reveal never spends one in a call that is going to fail: malformed tokens are refused
+   * before any call; InspectTokens (which reveals nothing) finds unknown tokens and each token's
+   * category; every other item is revealed first, and the CVVs only once all of those succeeded.
+   * If a CVV is still revealed in a failing reveal (two CVVs where the second is refused, or a token
+   * this caller may not inspect), its value is in the RevealError's `results`, with every other item.
+   */
   async reveal(tokens: readonly string[], o: CallOverrides & { purpose: string; justification?: string }): Promise<string[]> {
-    const results = await this.detokenize(tokens, o);
-    return results.map((r, i) => {
-      if (!r.ok) throw new FieldVaultError(status[r.code as keyof typeof status] as number ?? status.UNKNOWN, `item ${i}: ${r.message}`, "Detokenize");
-      return r.value;
+    const results: (Revealed | undefined)[] = new Array(tokens.length).fill(undefined);
+    const fail = (): never => {
+      const all = results.map((r, i): Revealed => r ?? { token: tokens[i]!, category: "", ok: false, code: "ABORTED", message: "not revealed: another item failed first" });
+      throw new RevealError(all);
+    };
+    tokens.forEach((token, i) => {
+      if (!WELL_FORMED_TOKEN.test(token)) results[i] = { token, category: "", ok: false, code: "INVALID_ARGUMENT", message: "not a fieldvault token (tok_ and 22 letters or digits)" };
     });
+    if (results.some(Boolean)) fail();
+
+    // Which items are CVVs (single use)? Only worth asking when there is something else to fail.
+    let cvv = new Set<number>();
+    if (tokens.length > 1) {
+      const inspected = await this.inspect(tokens, o);
+      inspected.forEach((r, i) => {
+        if (!r.ok && r.code === "NOT_FOUND") results[i] = { token: tokens[i]!, category: "", ok: false, code: r.code, message: r.message };
+      });
+      if (results.some(Boolean)) fail();
+      cvv = new Set(inspected.flatMap((r, i) => (r.ok && r.category === "card_cvv" ? [i] : [])));
+    }
+    const phases = [tokens.map((_, i) => i).filter((i) => !cvv.has(i)), [...cvv]].filter((p) => p.length);
+    for (const phase of phases) {
+      const revealed = await this.detokenize(
+        phase.map((i) => tokens[i]!),
+        o,
+      );
+      revealed.forEach((r, k) => (results[phase[k]!] = r));
+      if (revealed.some((r) => !r.ok)) fail();
+    }
+    return results.map((r) => (r as Extract<Revealed, { ok: true }>).value);
   }
 
   /** Metadata and masked views; never plaintext. Retried on UNAVAILABLE. */
@@ -163,7 +219,7 @@ export class FieldVaultClient {
       this.retry,
       deadline,
     ).catch((err) => {
-      throw err instanceof FieldVaultError ? err : new FieldVaultError((err as ServiceError).code, (err as ServiceError).details, "Query");
+      throw err instanceof FieldVaultError ? err : this.failure((err as ServiceError).code, (err as ServiceError).details, "Query");
     });
   }
 
@@ -192,7 +248,11 @@ export class FieldVaultClient {
         method.call(client, req, this.metadata(o), { deadline }, (err, res) => (err ? reject(err) : resolve(res)));
       });
     return withRetry(attempt, idempotent, this.retry, deadline).catch((err: ServiceError) => {
-      throw new FieldVaultError(err.code ?? status.UNKNOWN, err.details ?? String(err), name);
+      throw this.failure(err.code ?? status.UNKNOWN, err.details ?? String(err), name);
     });
+  }
+
+  private failure(code: number, details: string, method: string): FieldVaultError {
+    return new FieldVaultError(code, details, method, explainConnectionError(code, details, { address: this.opts.address, tls: !!this.opts.tls, words: SDK_WORDS }));
   }
 }

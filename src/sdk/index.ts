@@ -5,7 +5,7 @@
  *   const [pan] = await vault.tokenize([{ category: "card_number", value: "4242 4242 4242 4242" }]);
  *   const [value] = await vault.reveal([pan.token], { purpose: "payment_authorization", justification: "order-42" });
  */
-export { FieldVaultClient, FieldVaultError } from "./client";
+export { FieldVaultClient, FieldVaultError, RevealError } from "./client";
 export type { CallOverrides, FieldInput, FieldVaultOptions, Inspected, Pem, Revealed, Tokenized } from "./client";
 export { DEFAULT_RETRY, DETERMINISTIC_CATEGORIES } from "./retry";
 export type { RetryPolicy } from "./retry";

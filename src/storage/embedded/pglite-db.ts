@@ -1,6 +1,7 @@
-import { mkdirSync } from "node:fs";
 import { PGlite } from "@electric-sql/pglite";
 import type { Db, Queryable, QueryResult } from "../db";
+import { lockFolder } from "./folder-lock";
+import { preparePrivateFolder, restrictFolder } from "./private-folder";
 
 function queryable(q: Pick<PGlite, "query" | "exec">): Queryable {
   return {
@@ -17,10 +18,26 @@ function queryable(q: Pick<PGlite, "query" | "exec">): Queryable {
   };
 }
 
-/** Embedded PostgreSQL (PGlite) in a data folder, or in memory when `dataDir` is "memory://". */
+/**
+ * Embedded PostgreSQL (PGlite) in a data folder, or in memory when `dataDir` is "memory://". A folder
+ * is private (0700, files 0600) and locked for this process's life: a second vault on it refuses to
+ * start (FolderLockedError) instead of silently losing one of the two vaults' writes.
+ */
 export async function createEmbeddedDb(dataDir: string): Promise<Db> {
-  if (!dataDir.startsWith("memory://")) mkdirSync(dataDir, { recursive: true });
-  const db = await PGlite.create(dataDir.startsWith("memory://") ? undefined : dataDir);
+  const inMemory = dataDir.startsWith("memory://");
+  let lock: ReturnType<typeof lockFolder> | undefined;
+  if (!inMemory) {
+    preparePrivateFolder(dataDir);
+    lock = lockFolder(dataDir);
+  }
+  let db: PGlite;
+  try {
+    db = await PGlite.create(inMemory ? undefined : dataDir);
+    if (!inMemory) restrictFolder(dataDir);
+  } catch (err) {
+    lock?.release();
+    throw err;
+  }
   const base = queryable(db);
   return {
     kind: "embedded",
@@ -31,6 +48,12 @@ export async function createEmbeddedDb(dataDir: string): Promise<Db> {
     async listen(channel, onPayload) {
       return db.listen(channel, onPayload);
     },
-    close: () => db.close(),
+    async close() {
+      try {
+        await db.close();
+      } finally {
+        lock?.release();
+      }
+    },
   };
 }

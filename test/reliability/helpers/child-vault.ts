@@ -15,14 +15,30 @@ export interface ChildVault {
   stop(): Promise<void>;
 }
 
-/** Runs the real entry point (`src/main.ts` via tsx) as a separate process, configured only by environment. */
-export async function startChildVault(env: Record<string, string>): Promise<ChildVault> {
+function spawnVault(env: Record<string, string>): ChildProcess {
   const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("FIELDVAULT_") && k !== "NODE_OPTIONS"));
-  const proc = spawn(process.execPath, ["--import", "tsx", fromRoot("src", "main.ts")], {
+  return spawn(process.execPath, ["--import", "tsx", fromRoot("src", "main.ts")], {
     cwd: fromRoot(),
     env: { ...clean, FIELDVAULT_LISTEN: "127.0.0.1:0", FIELDVAULT_METRICS_LISTEN: "off", FIELDVAULT_LOG_LEVEL: "info", ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
+}
+
+/** Runs the real entry point expecting it to refuse to start: its exit code and everything it wrote. */
+export async function runChildVaultToExit(env: Record<string, string>, timeoutMs = 45_000): Promise<{ code: number | null; output: string }> {
+  const proc = spawnVault(env);
+  let output = "";
+  proc.stdout!.on("data", (c: Buffer) => (output += c.toString()));
+  proc.stderr!.on("data", (c: Buffer) => (output += c.toString()));
+  const timer = setTimeout(() => proc.kill("SIGKILL"), timeoutMs);
+  const code = await new Promise<number | null>((r) => proc.once("exit", (c) => r(c)));
+  clearTimeout(timer);
+  return { code, output };
+}
+
+/** Runs the real entry point (`src/main.ts` via tsx) as a separate process, configured only by environment. */
+export async function startChildVault(env: Record<string, string>): Promise<ChildVault> {
+  const proc = spawnVault(env);
   const output: string[] = [];
   let buffered = "";
   const onData = (chunk: Buffer) => {
