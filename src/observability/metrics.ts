@@ -138,6 +138,27 @@ export class Metrics {
     });
   }
 
+  /** The read replica: its lag, measured at scrape time, and reads that fell back to the primary. */
+  dbReplica(readLag: () => Promise<number | undefined>): { fallback: () => void } {
+    const registers = [this.registry];
+    new Gauge({
+      name: "fieldvault_db_replica_lag_seconds",
+      help: "How far the read replica (FIELDVAULT_DATABASE_READ_URL) is behind the primary; absent while it is unreachable",
+      registers,
+      async collect() {
+        const lag = await readLag();
+        this.reset();
+        if (lag !== undefined) this.set(lag);
+      },
+    });
+    const fallbacks = new Counter({
+      name: "fieldvault_db_replica_fallbacks_total",
+      help: "Log reads (Query, SubjectReport, Verify) the primary answered because the read replica was unreachable",
+      registers,
+    });
+    return { fallback: () => fallbacks.inc() };
+  }
+
   setDbUp(up: boolean): void {
     this.dbUp.set(up ? 1 : 0);
   }
