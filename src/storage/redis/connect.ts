@@ -140,12 +140,16 @@ export function connectRedis(target: RedisTarget, extra: RedisOptions = {}): Red
     case "cluster":
       return new Cluster(target.nodes, {
         enableOfflineQueue: false,
-        enableAutoPipelining: true,
+        // Not on a cluster: an auto-pipeline is grouped by slot owner, and a slot that moves while one
+        // is in flight fails the whole pipeline. Concurrent commands still share each node's socket.
+        enableAutoPipelining: false,
         retryDelayOnFailover: 100,
         retryDelayOnClusterDown: 200,
         clusterRetryStrategy: (times) => Math.min(times * 200, 2000),
         slotsRefreshTimeout: 2000,
-        redisOptions: { ...FAIL_FAST, ...auth, tls, reconnectOnError, ...extra },
+        // A node connection may queue while it connects (a redirection during a slot migration opens
+        // one); commandTimeout still bounds every command. The cluster as a whole fails fast.
+        redisOptions: { ...FAIL_FAST, enableAutoPipelining: false, enableOfflineQueue: true, ...auth, tls, reconnectOnError, ...extra },
       });
     case "sentinel":
       return new Redis({
@@ -200,5 +204,9 @@ export function hashTagOf(key: string): string {
  * its name, so adding companions never moves data already in Redis.
  */
 export function sameSlot(key: string, suffix: string): string {
-  return hashTagOf(key) === key ? `{${key}}:${suffix}` : `${key}:${suffix}`;
+  if (hashTagOf(key) !== key) return `${key}:${suffix}`;
+  // A tag ends at the first "}": a tagless key holding one has no companion name (our prefixes
+  // and tokens never hold braces).
+  if (key.includes("}")) throw new Error("sameSlot: a key without a hash tag must not contain '}'");
+  return `{${key}}:${suffix}`;
 }
