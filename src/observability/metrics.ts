@@ -141,14 +141,15 @@ export class Metrics {
   /** The read replica: its lag, measured at scrape time, and reads that fell back to the primary. */
   dbReplica(readLag: () => Promise<number | undefined>): { fallback: () => void } {
     const registers = [this.registry];
+    const up = new Gauge({ name: "fieldvault_db_replica_up", help: "1 while the read replica answers (measured at scrape time)", registers });
     new Gauge({
       name: "fieldvault_db_replica_lag_seconds",
-      help: "How far the read replica (FIELDVAULT_DATABASE_READ_URL) is behind the primary; absent while it is unreachable",
+      help: "How far the read replica (FIELDVAULT_DATABASE_READ_URL) is behind the primary; NaN while it is unreachable",
       registers,
       async collect() {
         const lag = await readLag();
-        this.reset();
-        if (lag !== undefined) this.set(lag);
+        up.set(lag === undefined ? 0 : 1);
+        this.set(lag ?? Number.NaN);
       },
     });
     const fallbacks = new Counter({
