@@ -23,6 +23,6 @@ export function queryLog(c: Clients, req: Partial<QueryRequest>, caller = "ir-an
 
 export function verifyLog(c: Clients, caller = "ir-analyst"): Promise<VerifyResponse> {
   return new Promise((resolve, reject) =>
-    c.log.verify({}, md(caller), { deadline: Date.now() + 30_000 }, (err: ServiceError | null, res: VerifyResponse) => (err ? reject(err) : resolve(res))),
+    c.log.verify({ since: undefined, until: undefined }, md(caller), { deadline: Date.now() + 30_000 }, (err: ServiceError | null, res: VerifyResponse) => (err ? reject(err) : resolve(res))),
   );
 }
