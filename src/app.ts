@@ -1,7 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { Server, ServerCredentials } from "@grpc/grpc-js";
-import { Redis } from "ioredis";
 import type { Config } from "./config/config";
 import { loadRootKeys } from "./config/root-keys";
 import { loadSigningKey } from "./config/signing-key";
@@ -28,6 +27,9 @@ import type { CvvStore, RateLimiter } from "./storage/ports";
 import { auditStore } from "./storage/postgres/log-store";
 import { createPgDb } from "./storage/postgres/pg-db";
 import { findTokens } from "./storage/postgres/token-store";
+import { createReadRouter } from "./storage/postgres/read-replica";
+import { connectRedis, parseRedisUrl, readyWithin, type RedisClient } from "./storage/redis/connect";
+import { createKeyChangeNotices } from "./storage/redis/key-notices";
 import { createRedisCvvStore } from "./storage/redis/redis-cvv-store";
 import { createRedisRateLimiter } from "./storage/redis/redis-rate-limiter";
 import { accessLogHandlers } from "./transport/grpc/access-log";
@@ -61,18 +63,6 @@ export interface StartOptions {
   spanProcessor?: import("@opentelemetry/sdk-trace-base").SpanProcessor;
 }
 
-function redisClient(url: string): Redis {
-  return new Redis(url, {
-    // Fail fast instead of queueing while Redis is away: CVV calls answer UNAVAILABLE.
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 1,
-    commandTimeout: 1000,
-    connectTimeout: 2000,
-    retryStrategy: (times) => Math.min(times * 200, 2000),
-    lazyConnect: false,
-  });
-}
-
 /** The composition root: the one place that chooses implementations and wires them together. */
 export async function startVault(config: Config, opts: StartOptions = {}): Promise<Vault> {
   await readySodium();
@@ -98,7 +88,19 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
     const applied = await migrate(db);
     if (applied.length) log.info({ applied }, "migrations applied");
 
-    const keyring = await Keyring.open(db, roots, registry.names(), config.keyCacheTtlMs);
+    // Redis (one server, Sentinel or Cluster: connect.ts); it fails fast while away, so CVV calls
+    // answer UNAVAILABLE. Start-up waits a little for it, never forever.
+    let redis: RedisClient | undefined;
+    if (config.redisUrl) {
+      const target = parseRedisUrl(config.redisUrl);
+      const client = (redis = connectRedis(target));
+      client.on("error", () => undefined); // reconnects on its own; calls fail UNAVAILABLE meanwhile
+      cleanup.push(async () => client.disconnect());
+      if (!(await readyWithin(client, 5000))) log.warn({ topology: target.kind }, "cache: Redis not ready yet; CVV calls fail UNAVAILABLE until it is");
+      log.info({ topology: target.kind }, "cache: Redis");
+    }
+
+    const keyring = await Keyring.open(db, roots, registry.names(), config.keyCacheTtlMs, redis && createKeyChangeNotices(redis, config.redisPrefix));
     cleanup.push(() => keyring.close());
 
     const metrics = new Metrics({
@@ -125,11 +127,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
     let cvv: CvvStore;
     let rateLimiter: RateLimiter;
     const localLimiter = createLocalRateLimiter();
-    let redis: Redis | undefined;
-    if (config.redisUrl) {
-      redis = redisClient(config.redisUrl);
-      redis.on("error", () => undefined); // reconnects on its own; calls fail UNAVAILABLE meanwhile
-      cleanup.push(async () => redis!.disconnect());
+    if (redis) {
       cvv = createRedisCvvStore(redis, config.redisPrefix);
       let warned = 0;
       rateLimiter = createRedisRateLimiter(redis, config.redisPrefix, localLimiter, () => {
@@ -137,7 +135,6 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
         if (Date.now() - warned > 10_000) log.warn("rate budgets: Redis unreachable, enforcing local budgets");
         warned = Date.now();
       });
-      log.info("cache: Redis");
     } else {
       cvv = createMemoryCvvStore();
       rateLimiter = localLimiter;
@@ -197,10 +194,26 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
 
     const server = new Server({ "grpc.max_receive_message_length": 16 * 1024 * 1024 });
     server.addService(TokenServiceService, tokenServiceHandlers({ ...hooks, service: "TokenService" }, tokenization));
+    // Log reads (Query, Verify; SubjectReport) may go to a read replica; writes never do.
+    const replicaDb = config.databaseReadUrl ? createPgDb({ url: config.databaseReadUrl, poolSize: Math.max(2, Math.ceil(config.dbPoolSize / 4)), connectTimeoutMs: 1000 }) : undefined;
+    if (replicaDb) cleanup.push(() => replicaDb.close());
+    let replicaWarned = 0;
+    const replicaMetrics = replicaDb && metrics.dbReplica(() => readRouter.lag());
+    const readRouter = createReadRouter({
+      primary: db,
+      replica: replicaDb,
+      onFallback: (err) => {
+        replicaMetrics?.fallback();
+        if (Date.now() - replicaWarned > 10_000) log.warn({ err: (err as Error).message }, "read replica unreachable: log reads go to the primary");
+        replicaWarned = Date.now();
+      },
+    });
+    if (replicaDb) log.info("storage: log reads (Query, SubjectReport, Verify) go to the read replica");
     const auditService = createAudit({
       policy: () => policy.get(),
       commits,
       store: auditStore(db),
+      readStore: (fn) => readRouter.read((readDb) => fn(auditStore(readDb))),
       // Verify trusts only keys from configuration, never a key stored next to the log.
       trustedKeys: [signingKey.publicKey, ...config.auditTrustedKeys],
       instanceId: config.instanceId,

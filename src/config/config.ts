@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { z } from "zod";
+import { parseRedisUrl } from "../storage/redis/connect";
 import { fromRoot } from "./paths";
 import { tracingRequested } from "../observability/tracing";
 import { type ProviderConfig, providerConfig, ROOT_KEY_PROVIDER_ENV } from "./root-key-settings";
@@ -18,9 +19,21 @@ const envSchema = z.object({
   FIELDVAULT_MODE: z.enum(["development", "production"]).default("development"),
   FIELDVAULT_LISTEN: hostPort.default("127.0.0.1:50051"),
   FIELDVAULT_DATABASE_URL: z.string().regex(/^postgres(ql)?:\/\//, "must be a postgres:// URL").optional(),
+  /** Optional read replica for AccessLog Query, SubjectReport and Verify. */
+  FIELDVAULT_DATABASE_READ_URL: z.string().regex(/^postgres(ql)?:\/\//, "must be a postgres:// URL").optional(),
   FIELDVAULT_DATA_DIR: z.string().min(1).default("./data"),
-  FIELDVAULT_REDIS_URL: z.string().regex(/^rediss?:\/\//, "must be a redis:// or rediss:// URL").optional(),
-  FIELDVAULT_REDIS_PREFIX: z.string().min(1).default("fieldvault:"),
+  FIELDVAULT_REDIS_URL: z
+    .string()
+    .superRefine((v, ctx) => {
+      try {
+        parseRedisUrl(v);
+      } catch (err) {
+        ctx.addIssue({ code: "custom", message: (err as Error).message.replace(/^FIELDVAULT_REDIS_URL: /, "") });
+      }
+    })
+    .optional(),
+  // No braces: a hash tag in the prefix would pin every key to one cluster slot.
+  FIELDVAULT_REDIS_PREFIX: z.string().regex(/^[^\s{}]{1,128}$/, "must be 1–128 characters without spaces or braces").default("fieldvault:"),
   FIELDVAULT_POLICY_FILE: z.string().min(1).optional(),
   FIELDVAULT_ROOT_KEY_FILE: z.string().min(1).optional(),
   FIELDVAULT_ROOT_KEY: z.string().min(1).optional(),
@@ -63,6 +76,8 @@ export interface Config {
   mode: "development" | "production";
   listen: string;
   databaseUrl?: string;
+  /** Read replica for log reads (Query, SubjectReport, Verify); unset → the primary. */
+  databaseReadUrl?: string;
   dataDir: string;
   redisUrl?: string;
   redisPrefix: string;
@@ -120,6 +135,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const providers = providerConfig(e);
   problems.push(...providers.problems);
   const inHsm = providers.config.provider === "pkcs11";
+  if (e.FIELDVAULT_DATABASE_READ_URL && !e.FIELDVAULT_DATABASE_URL) {
+    problems.push("FIELDVAULT_DATABASE_READ_URL: needs FIELDVAULT_DATABASE_URL (a replica of the embedded store does not exist)");
+  }
   if (e.FIELDVAULT_MODE === "production") {
     if (!e.FIELDVAULT_DATABASE_URL) problems.push("FIELDVAULT_DATABASE_URL: required in production (no embedded storage)");
     if (!e.FIELDVAULT_REDIS_URL) problems.push("FIELDVAULT_REDIS_URL: required in production (no in-process stand-ins)");
@@ -134,9 +152,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     mode: e.FIELDVAULT_MODE,
     listen: e.FIELDVAULT_LISTEN,
     databaseUrl: e.FIELDVAULT_DATABASE_URL,
+    databaseReadUrl: e.FIELDVAULT_DATABASE_READ_URL,
     dataDir: e.FIELDVAULT_DATA_DIR,
     redisUrl: e.FIELDVAULT_REDIS_URL,
-    redisPrefix: e.FIELDVAULT_REDIS_PREFIX,
+    // A `?prefix=` in the Redis URL wins over FIELDVAULT_REDIS_PREFIX.
+    redisPrefix: (e.FIELDVAULT_REDIS_URL && parseRedisUrl(e.FIELDVAULT_REDIS_URL).prefix) || e.FIELDVAULT_REDIS_PREFIX,
     policyFile: e.FIELDVAULT_POLICY_FILE ?? fromRoot("policy", "default.yaml"),
     rootKey: {
       // With pkcs11, file/env keys are optional extras that only unwrap (migration), never the development default.

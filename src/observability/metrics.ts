@@ -204,6 +204,28 @@ export class Metrics {
     this.verifyRuns.inc({ result: ok ? "ok" : "broken" });
   }
 
+  /** The read replica: its lag, measured at scrape time, and reads that fell back to the primary. */
+  dbReplica(readLag: () => Promise<number | undefined>): { fallback: () => void } {
+    const registers = [this.registry];
+    const up = new Gauge({ name: "fieldvault_db_replica_up", help: "1 while the read replica answers (measured at scrape time)", registers });
+    new Gauge({
+      name: "fieldvault_db_replica_lag_seconds",
+      help: "How far the read replica (FIELDVAULT_DATABASE_READ_URL) is behind the primary; NaN while it is unreachable",
+      registers,
+      async collect() {
+        const lag = await readLag();
+        up.set(lag === undefined ? 0 : 1);
+        this.set(lag ?? Number.NaN);
+      },
+    });
+    const fallbacks = new Counter({
+      name: "fieldvault_db_replica_fallbacks_total",
+      help: "Log reads (Query, SubjectReport, Verify) the primary answered because the read replica was unreachable",
+      registers,
+    });
+    return { fallback: () => fallbacks.inc() };
+  }
+
   setDbUp(up: boolean): void {
     this.dbUp.set(up ? 1 : 0);
   }

@@ -4,6 +4,7 @@ import { denied, invalid, VaultError } from "../domain/errors";
 import type { Policy } from "../domain/policy";
 import { verifySignature } from "../crypto/signing";
 import type { ChainSpan, LogQueryFilter, StoredCheckpoint } from "../storage/postgres/log-store";
+import { PRIMARY, type ReadSource } from "../storage/postgres/read-replica";
 import type { CommitQueue } from "./commit-queue";
 
 export const DEFAULT_PAGE_SIZE = 100;
@@ -31,6 +32,11 @@ export interface AuditDeps {
   policy: () => Policy;
   commits: Pick<CommitQueue, "append">;
   store: AuditStore;
+  /**
+   * Where Query and Verify read (a replica when FIELDVAULT_DATABASE_READ_URL is set, falling back to
+   * the primary); unset → `store`. Entries this service appends always go to the primary (`commits`).
+   */
+  readStore?: <T>(fn: (store: AuditStore) => Promise<T>) => Promise<{ value: T; source: ReadSource }>;
   /** Ed25519 public keys whose checkpoints are genuine: the configured signing key plus retired ones. Never read from the database. */
   trustedKeys: readonly Uint8Array[];
   instanceId: string;
@@ -53,6 +59,8 @@ export interface QueryRequest {
 export interface QueryPage {
   /** Newest first; each with the cursor for the page after it ("" on the very last matching entry). */
   entries: { entry: Entry; nextPageToken: string }[];
+  /** Which database answered (a replica may lag: entries newer than its lag can be missing). */
+  source: ReadSource;
 }
 
 export type Problem = "modified" | "missing" | "reordered" | "bad_signature";
@@ -64,6 +72,8 @@ export interface VerifyResult {
   firstBrokenSequence: number;
   problem: Problem | "";
   detail: string;
+  servedByReplica: boolean;
+  replicaLagSeconds: number;
 }
 
 interface Finding {
@@ -102,6 +112,7 @@ const hex = (b: Uint8Array) => Buffer.from(b).toString("hex").slice(0, 16);
 /** AccessLog use cases: query the log and verify its hash chains and signed checkpoints. */
 export function createAudit(deps: AuditDeps) {
   const now = deps.now ?? (() => new Date());
+  const readStore = deps.readStore ?? (async <T>(fn: (store: AuditStore) => Promise<T>) => ({ value: await fn(deps.store), source: PRIMARY }));
 
   const draft = (ctx: CallContext, action: string, fields: Partial<LogDraft> = {}): LogDraft =>
     logDraft(ctx, deps.instanceId, now(), action, fields);
@@ -148,11 +159,12 @@ export function createAudit(deps: AuditDeps) {
     // PCI DSS 10.2.1: reading the log is itself logged, durably, before anything is returned.
     const shown = Object.fromEntries(Object.entries({ ...filter, pageSize }).filter(([, v]) => v !== undefined));
     await deps.commits.append([draft(ctx, "log_query", { detail: JSON.stringify(shown) })]);
-    const rows = await deps.store.query(filter, pageSize + 1);
+    const { value: rows, source } = await readStore((store) => store.query(filter, pageSize + 1));
     const more = rows.length > pageSize;
     const page = rows.slice(0, pageSize);
     return {
       entries: page.map((entry, i) => ({ entry, nextPageToken: i === page.length - 1 && !more ? "" : encodeCursor(entry) })),
+      source,
     };
   }
 
@@ -279,7 +291,11 @@ export function createAudit(deps: AuditDeps) {
     await authorize(ctx, "log_verify");
     await refuseInvalid(ctx, "log_verify", () => checkRange(req.since, req.until));
     const counts = { entries: 0, checkpoints: 0 };
-    const first = await deps.store.snapshot(async (store) => {
+    // On a replica the newest entries of a live chain may not have arrived yet (source.lagSeconds):
+    // the chain then simply ends earlier, which the walk below accepts. A check against this
+    // instance's in-memory chain head must do the same when source.replica is true.
+    const { value: first, source } = await readStore((s) => s.snapshot(async (store) => {
+      counts.entries = counts.checkpoints = 0; // (a read that fell back to the primary starts over)
       let earliest: Finding | undefined;
       for (const span of await store.chains(req)) {
         // A ranged walk stops at the last entry in range; otherwise it runs to the end of the chain.
@@ -289,10 +305,11 @@ export function createAudit(deps: AuditDeps) {
         if (found && (!earliest || found.seq < earliest.seq)) earliest = found;
       }
       return earliest;
-    });
+    }));
+    const served = { servedByReplica: source.replica, replicaLagSeconds: source.lagSeconds };
     const result: VerifyResult = first
-      ? { ok: false, entriesChecked: counts.entries, checkpointsChecked: counts.checkpoints, firstBrokenSequence: first.seq, problem: first.problem, detail: first.detail }
-      : { ok: true, entriesChecked: counts.entries, checkpointsChecked: counts.checkpoints, firstBrokenSequence: 0, problem: "", detail: "" };
+      ? { ok: false, entriesChecked: counts.entries, checkpointsChecked: counts.checkpoints, firstBrokenSequence: first.seq, problem: first.problem, detail: first.detail, ...served }
+      : { ok: true, entriesChecked: counts.entries, checkpointsChecked: counts.checkpoints, firstBrokenSequence: 0, problem: "", detail: "", ...served };
     const range = JSON.stringify(Object.fromEntries(Object.entries({ since: req.since, until: req.until }).filter(([, v]) => v)));
     await deps.commits.append([
       draft(ctx, "log_verify", {

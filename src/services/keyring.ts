@@ -13,6 +13,7 @@ import {
   type KekRow,
   listKekRows,
 } from "../storage/postgres/key-store";
+import type { KeyChangeNotices } from "../storage/redis/key-notices";
 
 export const FINGERPRINT_SECRET = "fingerprint-master";
 
@@ -40,8 +41,9 @@ interface Loaded extends KekRow {
 
 /**
  * The in-memory view of every category's KEK versions, unwrapped with the root key. Refreshed on
- * a key-change notice (LISTEN/NOTIFY) and at least every `cacheTtlMs`, so every instance uses a
- * rotation within about a second.
+ * a key-change notice (PostgreSQL LISTEN/NOTIFY, and Redis pub/sub when `notices` is given — NOTIFY
+ * does not pass a transaction-pooling PgBouncer) and at least every `cacheTtlMs`, so every instance
+ * uses a rotation within about a second.
  */
 export class Keyring {
   private byCategory = new Map<string, Loaded[]>();
@@ -50,6 +52,8 @@ export class Keyring {
   private unlisten: (() => Promise<void>) | undefined;
   private refreshing: Promise<void> | undefined;
   private currentRoot: string | undefined;
+  private unsubscribe: (() => Promise<void>) | undefined;
+  private notices: KeyChangeNotices | undefined;
 
   private constructor(
     private readonly db: Db,
@@ -57,13 +61,15 @@ export class Keyring {
     private readonly categories: readonly string[],
   ) {}
 
-  static async open(db: Db, roots: RootKeyring, categories: readonly string[], cacheTtlMs: number): Promise<Keyring> {
+  static async open(db: Db, roots: RootKeyring, categories: readonly string[], cacheTtlMs: number, notices?: KeyChangeNotices): Promise<Keyring> {
     const k = new Keyring(db, roots, categories);
+    k.notices = notices;
     await k.bootstrap();
     await k.refresh();
     k.timer = setInterval(() => void k.refresh().catch(() => undefined), cacheTtlMs);
     k.timer.unref();
     k.unlisten = await db.listen(KEY_CHANGE_CHANNEL, () => void k.refresh().catch(() => undefined)).catch(() => undefined);
+    k.unsubscribe = await notices?.subscribe(() => void k.refresh().catch(() => undefined));
     return k;
   }
 
@@ -92,10 +98,14 @@ export class Keyring {
     return r;
   }
 
-  /** Re-reads after a change this instance made: waits out a read already under way, then reads again. */
+  /**
+   * Re-reads after a change this instance made: waits out a read already under way, then reads
+   * again, and tells the other instances (Redis notice; best effort).
+   */
   async reload(): Promise<void> {
     await this.refreshing?.catch(() => undefined);
     await this.refresh();
+    await this.notices?.publish().catch(() => undefined);
   }
 
   /**
@@ -181,5 +191,6 @@ export class Keyring {
   async close(): Promise<void> {
     if (this.timer) clearInterval(this.timer);
     await this.unlisten?.();
+    await this.unsubscribe?.();
   }
 }

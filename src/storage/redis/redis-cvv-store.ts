@@ -1,6 +1,6 @@
-import type { Redis } from "ioredis";
 import { DependencyError } from "../../domain/errors";
 import { type CvvRecord, type CvvStore, decodeCvv, encodeCvv } from "../ports";
+import type { RedisClient } from "./connect";
 
 const failClosed = async <T>(op: () => Promise<T>): Promise<T> => {
   try {
@@ -10,25 +10,35 @@ const failClosed = async <T>(op: () => Promise<T>): Promise<T> => {
   }
 };
 
-/** CVV envelopes in Redis with a TTL; `take` is GETDEL, so a CVV is revealed at most once. */
-export function createRedisCvvStore(redis: Redis, prefix: string): CvvStore {
+/**
+ * CVV envelopes in Redis with a TTL; `take` is GETDEL, so a CVV is revealed at most once.
+ *
+ * Key layout (the same on one server, Sentinel and Cluster): one key per CVV, `<prefix>cvv:<token>`.
+ * Different tokens live in different hash slots, so nothing here sends one command over several
+ * tokens' keys (a cluster refuses that with CROSSSLOT): each key gets its own command, and ioredis's
+ * auto-pipelining sends the commands of one call together (one round trip per node). A script that
+ * needs a companion key of a CVV names it with `sameSlot(key(token), "…")` from ./connect, which
+ * keeps it in the CVV's slot without renaming the CVV key itself.
+ */
+export function createRedisCvvStore(redis: RedisClient, prefix: string): CvvStore {
   const key = (token: string) => `${prefix}cvv:${token}`;
   return {
     put: (entries) =>
       failClosed(async () => {
-        const multi = redis.multi();
-        for (const { token, record } of entries) {
-          const ttl = Math.max(1, record.expiresAt.getTime() - Date.now());
-          multi.set(key(token), encodeCvv(record), "PX", ttl);
+        const writes = await Promise.allSettled(
+          entries.map(({ token, record }) => redis.set(key(token), encodeCvv(record), "PX", Math.max(1, record.expiresAt.getTime() - Date.now()))),
+        );
+        if (writes.some((w) => w.status === "rejected")) {
+          // All or nothing: remove what did land (best effort; a leftover expires with its TTL and its
+          // token was never handed to anyone).
+          await Promise.allSettled(entries.map(({ token }) => redis.del(key(token))));
+          throw (writes.find((w) => w.status === "rejected") as PromiseRejectedResult).reason;
         }
-        const results = await multi.exec();
-        if (!results || results.some(([err]) => err)) throw new Error("redis transaction failed");
       }),
     peek: (tokens) =>
       failClosed(async () => {
         const out = new Map<string, CvvRecord>();
-        if (tokens.length === 0) return out;
-        const values = await redis.mgetBuffer(...tokens.map(key));
+        const values = await Promise.all(tokens.map((t) => redis.getBuffer(key(t))));
         values.forEach((v, i) => {
           const r = v && decodeCvv(v);
           if (r) out.set(tokens[i]!, r);
@@ -40,7 +50,7 @@ export function createRedisCvvStore(redis: Redis, prefix: string): CvvStore {
         const v = await redis.getdelBuffer(key(token));
         return (v && decodeCvv(v)) || undefined;
       }),
-    remove: (tokens) => failClosed(async () => (tokens.length ? redis.del(...tokens.map(key)) : 0)),
+    remove: (tokens) => failClosed(async () => (await Promise.all(tokens.map((t) => redis.del(key(t))))).reduce((a, b) => a + b, 0)),
     close: async () => undefined,
   };
 }

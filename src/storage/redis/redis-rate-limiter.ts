@@ -1,7 +1,8 @@
-import type { Redis } from "ioredis";
 import type { RateLimiter } from "../ports";
+import type { RedisClient } from "./connect";
 
-// Atomically reserve up to n units in this minute's window; returns how many were granted.
+// One key per caller × category × minute (the script touches only KEYS[1], so it runs on any
+// topology). Atomically reserve up to n units in this minute's window; returns how many were granted.
 const TAKE = `
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
 local limit = tonumber(ARGV[1])
@@ -18,7 +19,7 @@ return grant`;
  * (`fallback`, sized limit / expected instances) rather than no limit at all.
  */
 export function createRedisRateLimiter(
-  redis: Redis,
+  redis: RedisClient,
   prefix: string,
   fallback: RateLimiter,
   onFallback: (err: unknown) => void = () => undefined,

@@ -6,7 +6,7 @@ import { type CallHooks, serverStream, unary } from "./call";
 /** AccessLog: decode → call the audit service → encode. Authorization and logging happen in the service. */
 export function accessLogHandlers(hooks: CallHooks, svc: Audit): AccessLogServer {
   return {
-    query: serverStream(hooks, "Query", async (ctx, req, write, cancelled) => {
+    query: serverStream(hooks, "Query", async (ctx, req, write, cancelled, trailer) => {
       const page = await svc.query(ctx, {
         caller: req.caller,
         token: req.token,
@@ -19,6 +19,8 @@ export function accessLogHandlers(hooks: CallHooks, svc: Audit): AccessLogServer
         pageSize: req.pageSize,
         pageToken: req.pageToken,
       });
+      // Served by the read replica: say how far behind it was (entries newer than that may be missing).
+      if (page.source.replica) trailer("x-fieldvault-replica-lag-seconds", page.source.lagSeconds.toFixed(3));
       for (const { entry: e, nextPageToken } of page.entries) {
         if (cancelled()) return;
         const msg: LogEntry = {

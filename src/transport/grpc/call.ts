@@ -1,5 +1,5 @@
 import type { sendUnaryData, ServerUnaryCall, ServerWritableStream } from "@grpc/grpc-js";
-import { status } from "@grpc/grpc-js";
+import { Metadata, status } from "@grpc/grpc-js";
 import type { CallContext } from "../../domain/context";
 import { newRequestId } from "../../domain/context";
 import type { Logger } from "../../observability/logger";
@@ -74,7 +74,7 @@ export function unary<Req, Res>(hooks: CallHooks, method: string, run: (ctx: Cal
 export function serverStream<Req, Res>(
   hooks: CallHooks,
   method: string,
-  run: (ctx: CallContext, req: Req, write: (msg: Res) => Promise<void>, cancelled: () => boolean) => Promise<void>,
+  run: (ctx: CallContext, req: Req, write: (msg: Res) => Promise<void>, cancelled: () => boolean, trailer: (key: string, value: string) => void) => Promise<void>,
 ) {
   return (call: ServerWritableStream<Req, Res>): void => {
     const started = performance.now();
@@ -96,10 +96,11 @@ export function serverStream<Req, Res>(
     const work = traced(hooks, method, call.metadata, async (span) => {
       try {
         ctx = identify(call, hooks.identity);
-        await run(ctx, call.request, write, () => cancelled);
+        const trailers = new Metadata();
+        await run(ctx, call.request, write, () => cancelled, (key, value) => trailers.set(key, value));
         endSpan(span, status.OK);
         finish(hooks, method, started, ctx, status.OK, ctx.requestId);
-        call.end();
+        call.end(trailers);
       } catch (err) {
         const requestId = ctx?.requestId ?? (err as { requestId?: string }).requestId ?? newRequestId();
         const e = toServiceError(err, requestId);
