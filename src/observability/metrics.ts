@@ -31,6 +31,8 @@ export class Metrics {
   private readonly commitJobs: Histogram;
   private readonly dbUp: Gauge;
   private readonly redisUp: Gauge;
+  private readonly chainConflicts: Counter;
+  private readonly checkpointRegressions: Counter;
   private server: Server | undefined;
 
   constructor(private readonly opts: MetricsOptions) {
@@ -71,6 +73,16 @@ export class Metrics {
     });
     this.dbUp = new Gauge({ name: "fieldvault_db_up", help: "1 while the last PostgreSQL health probe succeeded and migrations are applied", registers });
     this.redisUp = new Gauge({ name: "fieldvault_redis_up", help: "1 while Redis answers (absent: in-process stand-ins)", registers });
+    this.chainConflicts = new Counter({
+      name: "fieldvault_audit_chain_conflicts_total",
+      help: "Access-log writes that collided with a row someone else inserted at this writer's next chain position (alert on any)",
+      registers,
+    });
+    this.checkpointRegressions = new Counter({
+      name: "fieldvault_audit_checkpoint_regressions_total",
+      help: "Times the database held fewer checkpoints of the signing key than this instance had committed (deleted; alert on any)",
+      registers,
+    });
   }
 
   /** A finished gRPC call (CallHooks.onDone). */
@@ -136,6 +148,11 @@ export class Metrics {
         this.set({ state: "waiting" }, s.waiting);
       },
     });
+  }
+
+  /** Tamper signals seen by the access-log writer. */
+  auditTamper(kind: "chain_conflict" | "checkpoint_regression"): void {
+    (kind === "chain_conflict" ? this.chainConflicts : this.checkpointRegressions).inc();
   }
 
   setDbUp(up: boolean): void {
