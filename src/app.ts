@@ -23,8 +23,8 @@ import { createMemoryCvvStore } from "./storage/embedded/memory-cvv-store";
 import { createLocalRateLimiter } from "./storage/local-rate-limiter";
 import { MIGRATIONS, migrate, schemaVersion } from "./storage/migrations";
 import type { CvvStore, RateLimiter } from "./storage/ports";
-import { checkpointJson } from "./domain/checkpoint";
-import { anchorFile } from "./storage/anchor-file";
+import { checkpointJson, parseCheckpointJson } from "./domain/checkpoint";
+import { anchorFile, lastLines } from "./storage/anchor-file";
 import { auditStore } from "./storage/postgres/log-store";
 import { createPgDb } from "./storage/postgres/pg-db";
 import { findTokens } from "./storage/postgres/token-store";
@@ -161,6 +161,11 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
         log.error(e, "audit: someone else wrote at this writer's next chain position; continuing on a new chain (investigate: Verify names the foreign entries)");
       },
     });
+    if (config.auditAnchorFile) {
+      // Continue the key's checkpoint sequence from what was published, not from what the database kept.
+      const newest = (await lastLines(config.auditAnchorFile))?.map(parseCheckpointJson).filter((c) => typeof c !== "string").pop();
+      if (newest && commits.seedCheckpoint(newest)) log.info({ number: newest.number, keyId: newest.keyId }, "audit: continuing the checkpoint sequence from FIELDVAULT_AUDIT_ANCHOR_FILE");
+    }
     const checkpointTimer = setInterval(() => void commits.checkpoint().catch(() => undefined), config.checkpointIntervalMs);
     checkpointTimer.unref();
 

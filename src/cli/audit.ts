@@ -4,6 +4,7 @@ import type { Metadata, ServiceError } from "@grpc/grpc-js";
 import { type Command, Option } from "commander";
 import { AccessLogClient, type LogEntry, type QueryRequest, type VerifyResponse } from "../gen/fieldvault/v1/access_log";
 import { loadSigningKey } from "../config/signing-key";
+import { parseCheckpointJson, publishedForkProblem } from "../domain/checkpoint";
 import { readySodium } from "../crypto/sodium";
 import { addConnectOptions, type ConnectOptions, credentials, metadata } from "./connect";
 
@@ -145,7 +146,10 @@ function write(stream: Writable, text: string): Promise<void> {
   });
 }
 
-/** The newest checkpoint of an anchor file (its last non-empty line). */
+/**
+ * The newest checkpoint of an anchor file (its last line), after checking the file's checkpoints
+ * against each other offline: a fork (two different checkpoints with one number) is reported here.
+ */
 export function newestAnchor(file: string): string {
   let text: string;
   try {
@@ -153,8 +157,19 @@ export function newestAnchor(file: string): string {
   } catch (err) {
     throw new Error(`--anchor: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? "error"})`);
   }
-  const last = text.split("\n").map((l) => l.trim()).filter(Boolean).pop();
+  const lines = text.split("\n").map((l) => l.trim()).filter(Boolean);
+  const last = lines[lines.length - 1];
   if (!last) throw new Error(`--anchor: ${file} holds no checkpoint`);
+  const cps = lines.map((l, i) => {
+    const cp = parseCheckpointJson(l);
+    if (typeof cp === "string") throw new Error(`--anchor: ${file} line ${i + 1} is not a published checkpoint (${cp})`);
+    return cp;
+  });
+  const fork = publishedForkProblem(cps);
+  if (fork) {
+    out(`BROKEN: the anchor file's checkpoints disagree: ${fork}`);
+    process.exit(2);
+  }
   return last;
 }
 
@@ -207,6 +222,7 @@ export function registerAudit(program: Command): void {
     .option("--anchor <file>", "a file of checkpoints published outside the database (FIELDVAULT_AUDIT_ANCHOR_FILE): the database must still hold its newest one, and everything it covers")
     .option("--json", "print the raw result as JSON")
     .action(async (o: ConnectOptions & { since?: Date; until?: Date; anchor?: string; json?: boolean }) => {
+      await readySodium();
       const anchor = o.anchor ? newestAnchor(o.anchor) : undefined;
       const { log, md } = client(o);
       try {

@@ -165,10 +165,35 @@ export interface LiveChain {
   committedHead: Uint8Array;
   /** Highest position this writer has chained (committed or in flight): anything beyond is someone else's. */
   chainedSeq: number;
+  /** A chain left after a failed flush: the entries that flush tried to write after committedSeq. */
+  attempted?: { chainSeq: number; hash: Uint8Array }[];
 }
 
 export interface LiveLogState {
   chains: LiveChain[];
   /** The newest checkpoint of the signing key this writer knows committed. */
   checkpoint?: SignedCheckpointV2;
+}
+
+/**
+ * Checks published checkpoints against each other (an anchor file): per key, one checkpoint per
+ * number, and each one covering the one numbered before it when both are present. Two different
+ * checkpoints with one number mean the sequence was forked — the database lost checkpoints and a
+ * writer continued from what was left. Returns the first problem, or undefined.
+ */
+export function publishedForkProblem(cps: readonly SignedCheckpointV2[]): string | undefined {
+  const byKey = new Map<string, Map<number, Uint8Array>>();
+  for (const cp of cps) {
+    const seen = byKey.get(cp.keyId) ?? new Map<number, Uint8Array>();
+    byKey.set(cp.keyId, seen);
+    const h = checkpointHash(cp);
+    const other = seen.get(cp.number);
+    if (other && !Buffer.from(other).equals(Buffer.from(h))) return `two different checkpoints numbered ${cp.number} for key ${cp.keyId}: the sequence was forked`;
+    seen.set(cp.number, h);
+  }
+  for (const cp of cps) {
+    const before = byKey.get(cp.keyId)!.get(cp.number - 1);
+    if (before && !Buffer.from(before).equals(Buffer.from(cp.prev))) return `checkpoint ${cp.number} of key ${cp.keyId} does not cover checkpoint ${cp.number - 1}: the sequence was forked`;
+  }
+  return undefined;
 }

@@ -429,12 +429,23 @@ export function createAudit(deps: AuditDeps) {
       } else if (!same(row.hash, c.committedHead)) {
         found.push({ seq: row.seq, problem: "modified", detail: `chain ${c.chainId}: chain_seq ${c.committedSeq} differs from the entry this running instance committed there` });
       }
+      // A chain this writer left after a failed write: whatever follows its last commit must be
+      // what that write tried (its COMMIT may have gone through), else someone else's (a conflict).
+      const mine = c.attempted?.[0];
+      const next = c.attempted ? await reads.chainEntryAt(c.chainId, c.committedSeq + 1) : undefined;
+      if (next && (!mine || !same(next.hash, mine.hash))) {
+        found.push({
+          seq: next.seq,
+          problem: "appended",
+          detail: `chain ${c.chainId}: chain_seq ${c.committedSeq + 1} was written by someone other than this instance, its writer (the collision that made it move to a new chain)`,
+        });
+      }
     }
     const cp = before.checkpoint;
     if (cp) {
       const rows = await reads.checkpointsNumbered(cp.keyId, cp.number);
       if (!rows.some((r) => isV2(r) && same(checkpointHash(r), checkpointHash(cp)))) {
-        found.push({ seq: await sealedSeq(reads, cp), problem: "missing", detail: `${describe(cp)}, committed by this running instance, is no longer in the database` });
+        found.push({ seq: await sealedSeq(reads, cp), problem: "missing", detail: `${describe(cp)}, known to this running instance, is no longer in the database` });
       }
     }
     const now = deps.live.state(); // read last: nothing beyond what it has chained is ours

@@ -43,6 +43,17 @@ export class CheckpointSealer {
     return this.last;
   }
 
+  /**
+   * Starts from a checkpoint published earlier outside the database (the anchor file's newest), so
+   * a restarted writer never silently continues a sequence the database has since lost. Ignored
+   * unless this writer's own key signed it.
+   */
+  seed(cp: SignedCheckpointV2): boolean {
+    if (cp.keyId !== this.key.keyId || !checkpointSignedBy(this.key.publicKey, cp)) return false;
+    if (!this.last || cp.number > this.last.number) this.last = cp;
+    return true;
+  }
+
   /** Inside the transaction, after its entries: closes the `abandoned` chains, then signs and inserts `drafts`. */
   async seal(tx: Queryable, drafts: readonly CheckpointDraft[], abandoned: readonly AbandonedChain[] = []): Promise<SignedCheckpointV2[]> {
     const all: CheckpointDraft[] = [];

@@ -1,5 +1,5 @@
 import { chain, type ChainedEntry, GENESIS_HASH, type LogDraft } from "../domain/access-log";
-import type { LiveLogState } from "../domain/checkpoint";
+import type { LiveLogState, SignedCheckpointV2 } from "../domain/checkpoint";
 import { VaultError } from "../domain/errors";
 import type { SigningKey } from "../crypto/signing";
 import { isOutage, type Queryable } from "../storage/db";
@@ -109,6 +109,11 @@ export class CommitQueue {
     this.sealer = new CheckpointSealer(opts.signingKey, opts.checkpoints);
   }
 
+  /** See CheckpointSealer.seed. */
+  seedCheckpoint(cp: SignedCheckpointV2): boolean {
+    return this.sealer.seed(cp);
+  }
+
   /** This writer's chains and newest checkpoint as it knows them (AccessLog.Verify compares). */
   liveState(): LiveLogState {
     const chains = [
@@ -118,6 +123,7 @@ export class CommitQueue {
         committedSeq: a.committedSeq,
         committedHead: a.committedHead,
         chainedSeq: a.attempted[a.attempted.length - 1]?.chainSeq ?? a.committedSeq,
+        attempted: a.attempted,
       })),
     ];
     return { chains, checkpoint: this.sealer.latest };
