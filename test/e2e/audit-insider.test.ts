@@ -7,9 +7,9 @@ import { promisify } from "node:util";
 import { status } from "@grpc/grpc-js";
 import pg from "pg";
 import { fromRoot } from "../../src/config/paths";
-import { entryHash, GENESIS_HASH, type ChainedEntry } from "../../src/domain/access-log";
+import { checkpointMessage, entryHash, GENESIS_HASH, type ChainedEntry } from "../../src/domain/access-log";
 import { checkpointSignedBy, parseCheckpointJson, signCheckpoint, ZERO_HASH } from "../../src/domain/checkpoint";
-import { signingKeyFromSeed } from "../../src/crypto/signing";
+import { sign, signingKeyFromSeed } from "../../src/crypto/signing";
 import { readySodium } from "../../src/crypto/sodium";
 import { loadSigningKey } from "../../src/config/signing-key";
 import { DEV_SIGNING_KEY_FILE } from "../../src/config/config";
@@ -215,6 +215,32 @@ describe("Verify against a database superuser (postgres)", () => {
     const other = await start();
     const later = await verify(other);
     expect(later).toMatchObject({ ok: false, problem: "missing" });
+  });
+
+  it("accepts a chain from before migration 10 (v1 checkpoints, no opening record, no numbering)", async () => {
+    const { su, start } = await fresh();
+    const t = await start();
+    const key = loadSigningKey(DEV_SIGNING_KEY_FILE);
+    const legacy = "fv-legacy0001.0a0b0c0d";
+    let prev: Uint8Array = GENESIS_HASH;
+    for (let i = 1; i <= 3; i++) {
+      const e = { chainId: legacy, chainSeq: i, at: new Date(Date.now() - 86_400_000), caller: "spiffe://ego/payment-service", auth: "mtls" as const, peer: "ipv4:10.0.0.1:1", action: "detokenize", category: "card_number", token: `tok_${"L".repeat(22)}`, purpose: "refund", justification: `old ${i}`, outcome: "allowed", requestId: `req_old${i}`, instanceId: "fv-legacy0001", detail: "" };
+      const hash = entryHash(prev, e);
+      await su.query(
+        `INSERT INTO access_log (chain_id, chain_seq, at, caller, auth, peer, action, category, token, purpose, justification, outcome, request_id, instance_id, detail, prev_hash, hash)
+         VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17)`,
+        [e.chainId, e.chainSeq, e.at, e.caller, e.auth, e.peer, e.action, e.category, e.token, e.purpose, e.justification, e.outcome, e.requestId, e.instanceId, e.detail, Buffer.from(prev), Buffer.from(hash)],
+      );
+      prev = hash;
+    }
+    const at = new Date(Date.now() - 86_000_000);
+    // Exactly what a vault before migration 10 wrote: the v1 message, no number, no predecessor.
+    await su.query("INSERT INTO log_checkpoints (chain_id, chain_seq, hash, at, key_id, signature) VALUES ($1, 3, $2, $3, $4, $5)", [
+      legacy, Buffer.from(prev), at, key.keyId, Buffer.from(sign(key, checkpointMessage(legacy, 3, prev, at))),
+    ]);
+    expect(await verify(t)).toMatchObject({ ok: true, problem: "", unsealedEntries: expect.any(Number) });
+    await tamper(su, ["UPDATE access_log SET justification = 'edited' WHERE chain_id = $1 AND chain_seq = 2", [legacy]]);
+    expect(await verify(t)).toMatchObject({ ok: false, problem: "modified" });
   });
 
   describe("with FIELDVAULT_AUDIT_ANCHOR_FILE and `fieldvault audit verify --anchor FILE`", () => {
