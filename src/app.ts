@@ -24,6 +24,8 @@ import { createMemoryCvvStore } from "./storage/embedded/memory-cvv-store";
 import { createLocalRateLimiter } from "./storage/local-rate-limiter";
 import { MIGRATIONS, migrate, schemaVersion } from "./storage/migrations";
 import type { CvvStore, RateLimiter } from "./storage/ports";
+import { checkpointJson, parseCheckpointJson } from "./domain/checkpoint";
+import { anchorFile, lastLines } from "./storage/anchor-file";
 import { auditStore } from "./storage/postgres/log-store";
 import { createPgDb } from "./storage/postgres/pg-db";
 import { findTokens } from "./storage/postgres/token-store";
@@ -146,6 +148,11 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
     // PGlite has one session, so there its flushes cannot overlap.
     const commitDb = config.databaseUrl ? createPgDb({ url: config.databaseUrl, poolSize: 2 }) : db;
     if (commitDb !== db) cleanup.push(() => commitDb.close());
+    // Checkpoints leave the database as they commit: a JSON line on the log stream, and the anchor file.
+    const anchors = config.auditAnchorFile
+      ? anchorFile(config.auditAnchorFile, (err) => log.error({ err: (err as Error).message, file: config.auditAnchorFile }, "audit checkpoint: cannot append to FIELDVAULT_AUDIT_ANCHOR_FILE"))
+      : undefined;
+    if (anchors) cleanup.push(() => anchors.flushed());
     const commits = new CommitQueue(commitDb, {
       chainId: `${config.instanceId}.${randomBytes(4).toString("hex")}`,
       signingKey,
@@ -153,7 +160,27 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       checkpointIntervalMs: config.checkpointIntervalMs,
       maxFlushesInFlight: commitDb === db ? 1 : 2,
       onFlush: (s) => metrics.commit(s),
+      checkpoints: {
+        onPublish: (cp) => {
+          const json = checkpointJson(cp);
+          log.info({ checkpoint: json }, "audit checkpoint");
+          void anchors?.append(JSON.stringify(json));
+        },
+        onRegression: (e) => {
+          metrics.auditTamper("checkpoint_regression");
+          log.error(e, "audit: the database lost checkpoints this instance committed (deleted); the next checkpoint keeps the gap visible");
+        },
+      },
+      onConflict: (e) => {
+        metrics.auditTamper("chain_conflict");
+        log.error(e, "audit: someone else wrote at this writer's next chain position; continuing on a new chain (investigate: Verify names the foreign entries)");
+      },
     });
+    if (config.auditAnchorFile) {
+      // Continue the key's checkpoint sequence from what was published, not from what the database kept.
+      const newest = (await lastLines(config.auditAnchorFile))?.map(parseCheckpointJson).filter((c) => typeof c !== "string").pop();
+      if (newest && commits.seedCheckpoint(newest)) log.info({ number: newest.number, keyId: newest.keyId }, "audit: continuing the checkpoint sequence from FIELDVAULT_AUDIT_ANCHOR_FILE");
+    }
     const checkpointTimer = setInterval(() => void commits.checkpoint().catch(() => undefined), config.checkpointIntervalMs);
     checkpointTimer.unref();
 
@@ -214,6 +241,9 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       commits,
       store: auditStore(db),
       readStore: (fn) => readRouter.read((readDb) => fn(auditStore(readDb))),
+      // This instance's own chain heads and newest checkpoint, compared with the primary it writes to.
+      live: { state: () => commits.liveState(), reads: auditStore(db) },
+      unsealedGraceMs: 2 * config.checkpointIntervalMs,
       // Verify trusts only keys from configuration, never a key stored next to the log.
       trustedKeys: [signingKey.publicKey, ...config.auditTrustedKeys],
       instanceId: config.instanceId,

@@ -1,9 +1,10 @@
-import { createWriteStream } from "node:fs";
+import { createWriteStream, readFileSync } from "node:fs";
 import type { Writable } from "node:stream";
 import type { Metadata, ServiceError } from "@grpc/grpc-js";
 import { type Command, Option } from "commander";
 import { AccessLogClient, type LogEntry, type QueryRequest, type VerifyResponse } from "../gen/fieldvault/v1/access_log";
 import { loadSigningKey } from "../config/signing-key";
+import { parseCheckpointJson, publishedForkProblem } from "../domain/checkpoint";
 import { readySodium } from "../crypto/sodium";
 import { addConnectOptions, type ConnectOptions, credentials, metadata } from "./connect";
 import { jsonLine, terminalSafe } from "./terminal-safe";
@@ -146,9 +147,37 @@ function write(stream: Writable, text: string): Promise<void> {
   });
 }
 
+/**
+ * The newest checkpoint of an anchor file (its last line), after checking the file's checkpoints
+ * against each other offline: a fork (two different checkpoints with one number) is reported here.
+ */
+export function newestAnchor(file: string): string {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (err) {
+    throw new Error(`--anchor: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? "error"})`);
+  }
+  const lines = text.split("\n").map((l) => l.trim()).filter(Boolean);
+  const last = lines[lines.length - 1];
+  if (!last) throw new Error(`--anchor: ${file} holds no checkpoint`);
+  const cps = lines.map((l, i) => {
+    const cp = parseCheckpointJson(l);
+    if (typeof cp === "string") throw new Error(`--anchor: ${file} line ${i + 1} is not a published checkpoint (${cp})`);
+    return cp;
+  });
+  const fork = publishedForkProblem(cps);
+  if (fork) {
+    out(`BROKEN: the anchor file's checkpoints disagree: ${fork}`);
+    process.exit(2);
+  }
+  return last;
+}
+
 function printVerify(r: VerifyResponse): void {
   if (r.ok) {
     out(`OK: ${r.entriesChecked} entries and ${r.checkpointsChecked} signed checkpoints verified`);
+    if (r.unsealedEntries) out(`  ${r.unsealedEntries} recent entries are not sealed by a checkpoint yet (within the grace window)`);
   } else {
     out(`BROKEN at sequence ${r.firstBrokenSequence}: ${terminalSafe(r.problem)}`);
     out(`  ${terminalSafe(r.detail)}`);
@@ -191,12 +220,15 @@ export function registerAudit(program: Command): void {
     .description("recompute the hash chains and checkpoint signatures; exit 0 when intact, 2 when broken")
     .option("--since <time>", "only entries from this time (ISO 8601 or an age such as 24h)", (v) => parseTime(v))
     .option("--until <time>", "only entries before this time", (v) => parseTime(v))
+    .option("--anchor <file>", "a file of checkpoints published outside the database (FIELDVAULT_AUDIT_ANCHOR_FILE): the database must still hold its newest one, and everything it covers")
     .option("--json", "print the raw result as JSON")
-    .action(async (o: ConnectOptions & { since?: Date; until?: Date; json?: boolean }) => {
+    .action(async (o: ConnectOptions & { since?: Date; until?: Date; anchor?: string; json?: boolean }) => {
+      await readySodium();
+      const anchor = o.anchor ? newestAnchor(o.anchor) : undefined;
       const { log, md } = client(o);
       try {
         const r = await new Promise<VerifyResponse>((resolve, reject) =>
-          log.verify({ since: o.since, until: o.until }, md, (err: ServiceError | null, res: VerifyResponse) => (err ? reject(err) : resolve(res))),
+          log.verify({ since: o.since, until: o.until, anchor }, md, (err: ServiceError | null, res: VerifyResponse) => (err ? reject(err) : resolve(res))),
         );
         if (o.json) out(JSON.stringify(r));
         else printVerify(r);

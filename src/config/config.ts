@@ -48,6 +48,8 @@ const envSchema = z.object({
       (v) => !v || v.split(",").every((k) => /^[A-Za-z0-9+/]{43}=$/.test(k.trim()) && Buffer.from(k.trim(), "base64").length === 32),
       "must be base64 Ed25519 public keys (32 bytes), comma-separated",
     ),
+  /** Where signed checkpoints are also appended, one JSON line each, fsync'd (outside the database). */
+  FIELDVAULT_AUDIT_ANCHOR_FILE: z.string().min(1).optional(),
   FIELDVAULT_TLS_CERT_FILE: z.string().min(1).optional(),
   FIELDVAULT_TLS_KEY_FILE: z.string().min(1).optional(),
   FIELDVAULT_TLS_CA_FILE: z.string().min(1).optional(),
@@ -86,6 +88,8 @@ export interface Config {
   signingKeyFile: string;
   /** Extra public keys (32 bytes each) whose access-log checkpoints Verify accepts. */
   auditTrustedKeys: Uint8Array[];
+  /** Append every signed checkpoint here as a JSON line (unset: only the log stream). */
+  auditAnchorFile?: string;
   tls?: { certFile: string; keyFile: string; caFile: string };
   metricsListen?: string;
   logLevel: string;
@@ -170,6 +174,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       .split(",")
       .filter((k) => k.trim())
       .map((k) => new Uint8Array(Buffer.from(k.trim(), "base64"))),
+    auditAnchorFile: e.FIELDVAULT_AUDIT_ANCHOR_FILE,
     tls: tlsParts.every(Boolean)
       ? { certFile: e.FIELDVAULT_TLS_CERT_FILE!, keyFile: e.FIELDVAULT_TLS_KEY_FILE!, caFile: e.FIELDVAULT_TLS_CA_FILE! }
       : undefined,

@@ -35,6 +35,8 @@ export class Metrics {
   private readonly fallbacks: Counter;
   private readonly verifyRuns: Counter;
   private readonly rewrapRemaining: Gauge;
+  private readonly chainConflicts: Counter;
+  private readonly checkpointRegressions: Counter;
   private server: Server | undefined;
 
   constructor(private readonly opts: MetricsOptions) {
@@ -92,6 +94,16 @@ export class Metrics {
       name: "fieldvault_rewrap_remaining_data_keys",
       help: "Data keys still wrapped under a non-active version, as the last rewrap batch on this instance saw it",
       labelNames: ["category"],
+      registers,
+    });
+    this.chainConflicts = new Counter({
+      name: "fieldvault_audit_chain_conflicts_total",
+      help: "Access-log writes that collided with a row someone else inserted at this writer's next chain position (alert on any)",
+      registers,
+    });
+    this.checkpointRegressions = new Counter({
+      name: "fieldvault_audit_checkpoint_regressions_total",
+      help: "Times the database held fewer checkpoints of the signing key than this instance had committed (deleted; alert on any)",
       registers,
     });
   }
@@ -224,6 +236,11 @@ export class Metrics {
       registers,
     });
     return { fallback: () => fallbacks.inc() };
+  }
+
+  /** Tamper signals seen by the access-log writer. */
+  auditTamper(kind: "chain_conflict" | "checkpoint_regression"): void {
+    (kind === "chain_conflict" ? this.chainConflicts : this.checkpointRegressions).inc();
   }
 
   setDbUp(up: boolean): void {

@@ -1,10 +1,12 @@
-import { chain, type ChainedEntry, checkpointMessage, GENESIS_HASH, type LogDraft } from "../domain/access-log";
+import { chain, type ChainedEntry, GENESIS_HASH, type LogDraft } from "../domain/access-log";
+import type { LiveLogState, SignedCheckpointV2 } from "../domain/checkpoint";
 import { VaultError } from "../domain/errors";
-import { sign, type SigningKey } from "../crypto/signing";
+import type { SigningKey } from "../crypto/signing";
 import { isOutage, type Queryable } from "../storage/db";
 import type { NewToken } from "../storage/ports";
 import { insertTokens } from "../storage/postgres/token-store";
-import { insertCheckpoint, insertLogEntries } from "../storage/postgres/log-store";
+import { insertLogEntries } from "../storage/postgres/log-store";
+import { type AbandonedChain, type CheckpointDraft, CheckpointSealer, type SealerHooks } from "./checkpoint-sealer";
 
 /**
  * Whatever stopped a commit, the caller learns only that the log (and so the call) could not be
@@ -39,7 +41,15 @@ interface Pending {
   seal?: boolean;
   /** When it was queued (performance.now()), to measure the wait before its flush starts. */
   at?: number;
+  /** Shutdown: the seal closes the chain (nothing may follow it). */
+  final?: boolean;
 }
+
+/** Someone else's row already holds this writer's next (chain_id, chain_seq). */
+const isChainConflict = (err: unknown) => {
+  const e = err as { code?: string; constraint?: string; message?: string };
+  return e?.code === "23505" && /access_log_chain_id_chain_seq/.test(`${e.constraint ?? ""} ${e.message ?? ""}`);
+};
 
 /** A flush in the pipeline: when its entries joined the chain, and whether it committed. */
 interface Stage {
@@ -60,6 +70,10 @@ export interface CommitQueueOptions {
   maxFlushesInFlight?: number;
   /** After every flush; `waits` holds each job's seconds from queueing to its flush starting. */
   onFlush?: (stats: { jobs: number; entries: number; seconds: number; ok: boolean; waits?: number[] }) => void;
+  /** Checkpoint publication and regression alarms (see CheckpointSealer). */
+  checkpoints?: SealerHooks;
+  /** A flush collided with a row someone else wrote at this writer's next chain position. */
+  onConflict?: (e: { chainId: string; chainSeq: number }) => void;
 }
 
 /**
@@ -85,11 +99,40 @@ export class CommitQueue {
   private sealedSeq = 0;
   private lastCheckpointAt = Date.now();
   private closed = false;
+  /** The current chain's last committed position (what Verify may compare with the database). */
+  private committedSeq = 0;
+  private committedHead: Uint8Array = GENESIS_HASH;
+  /** Chains left after a failed flush: closed by a signed checkpoint in the next flush that commits. */
+  private toClose: AbandonedChain[] = [];
+  private retired: AbandonedChain[] = [];
+  private readonly sealer: CheckpointSealer;
 
   constructor(
     private readonly db: { transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T>; query?: Queryable["query"] },
     private readonly opts: CommitQueueOptions,
-  ) {}
+  ) {
+    this.sealer = new CheckpointSealer(opts.signingKey, opts.checkpoints);
+  }
+
+  /** See CheckpointSealer.seed. */
+  seedCheckpoint(cp: SignedCheckpointV2): boolean {
+    return this.sealer.seed(cp);
+  }
+
+  /** This writer's chains and newest checkpoint as it knows them (AccessLog.Verify compares). */
+  liveState(): LiveLogState {
+    const chains = [
+      { chainId: this.chainId, committedSeq: this.committedSeq, committedHead: this.committedHead, chainedSeq: this.seq },
+      ...this.retired.map((a) => ({
+        chainId: a.chainId,
+        committedSeq: a.committedSeq,
+        committedHead: a.committedHead,
+        chainedSeq: a.attempted[a.attempted.length - 1]?.chainSeq ?? a.committedSeq,
+        attempted: a.attempted,
+      })),
+    ];
+    return { chains, checkpoint: this.sealer.latest };
+  }
 
   /** The chain this writer appends to now: a new one after any failed flush (see `flush`). */
   get chainId(): string {
@@ -159,9 +202,13 @@ export class CommitQueue {
     this.tail = stage;
     let chainedAt: number | undefined; // the epoch this flush chained in
     let entries = 0;
+    let from = { chainId: this.chainId, seq: this.seq, head: this.head }; // where this flush's entries start
+    let chainedEntries: ChainedEntry[] = [];
+    let closes: AbandonedChain[] = [];
     // Joins the chain in flush order, synchronously (no await between reading and moving the head).
     const join = (results: Committed<unknown>[]) => {
       chainedAt = this.epoch;
+      from = { chainId: this.chainId, seq: this.seq, head: this.head };
       const chained: ChainedEntry[] = [];
       batch.forEach((p, i) => {
         const drafts = typeof p.job.log === "function" ? p.job.log(results[i]!.result, results[i]!.tokenIds) : p.job.log;
@@ -171,11 +218,17 @@ export class CommitQueue {
           chained.push(e);
         }
       });
-      const checkpoint = this.takeCheckpoint(batch.some((p) => p.seal));
+      // Every chain opens with a signed checkpoint of size 0, committed with its first entries.
+      const drafts: CheckpointDraft[] = from.seq === 0 && chained.length ? [{ chainId: this.chainId, size: 0, head: GENESIS_HASH, at: new Date(), closed: false }] : [];
+      const checkpoint = this.takeCheckpoint(batch.some((p) => p.seal), batch.some((p) => p.final));
+      if (checkpoint) drafts.push(checkpoint);
+      closes = [...this.toClose];
       markBuilt();
       entries = chained.length;
-      return { chained, checkpoint };
+      chainedEntries = chained;
+      return { chained, drafts, closes };
     };
+    let signed: Awaited<ReturnType<CheckpointSealer["seal"]>> = [];
     // Log entries alone (detokenize, inspect): one INSERT is its own transaction, sent once the
     // predecessor settled. One statement instead of BEGIN, INSERT, COMMIT.
     const logOnly = this.db.query !== undefined && batch.every((p) => !p.job.work && !p.job.tokens?.length && !p.seal);
@@ -184,13 +237,13 @@ export class CommitQueue {
         ? await (async () => {
             const results: Committed<unknown>[] = batch.map(() => ({ tokenIds: [], result: undefined }));
             await prev.built;
-            const { chained, checkpoint } = join(results);
+            const { chained, drafts, closes } = join(results);
             await prev.settled;
             if (this.epoch !== chainedAt) throw REQUEUE;
-            if (checkpoint) {
+            if (drafts.length || closes.length) {
               await this.db.transaction(async (tx) => {
                 await insertLogEntries(tx, chained);
-                await insertCheckpoint(tx, checkpoint);
+                signed = await this.sealer.seal(tx, drafts, closes);
               });
             } else {
               await insertLogEntries(this.db as Queryable, chained);
@@ -215,14 +268,22 @@ export class CommitQueue {
               results.push({ tokenIds, result });
             }
             await prev.built;
-            const { chained, checkpoint } = join(results);
+            const { chained, drafts, closes } = join(results);
             await insertLogEntries(tx, chained);
-            if (checkpoint) await insertCheckpoint(tx, checkpoint);
             // Commit in chain order; if a predecessor failed, what this flush chained on is gone.
             await prev.settled;
             if (this.epoch !== chainedAt) throw REQUEUE;
+            // Sealed only now: the key's numbering lock is then taken in chain order and held by
+            // a transaction that waits on nothing but its own statements.
+            signed = await this.sealer.seal(tx, drafts, closes);
             return results;
           });
+      if (chainedEntries.length) {
+        this.committedSeq = chainedEntries[chainedEntries.length - 1]!.chainSeq;
+        this.committedHead = chainedEntries[chainedEntries.length - 1]!.hash;
+      }
+      this.toClose = this.toClose.filter((a) => !closes.includes(a));
+      this.sealer.committed(signed);
       markSettled();
       batch.forEach((p, i) => p.resolve({ ...outcomes[i]!, flushJobs: batch.length }));
       this.opts.onFlush?.({ jobs: batch.length, entries, seconds: (performance.now() - started) / 1000, ok: true, waits });
@@ -238,6 +299,18 @@ export class CommitQueue {
           // COMMIT acknowledgement looks just like a failure. Rolling the head back could then reuse
           // a committed chain position forever after; instead continue on a fresh chain from genesis.
           // Either way no chain has a gap, and successors are queued again onto the new chain.
+          // The old chain is closed by a signed checkpoint after the last entry that is ours.
+          if (isChainConflict(err)) this.opts.onConflict?.({ chainId: from.chainId, chainSeq: from.seq + 1 });
+          const abandoned: AbandonedChain = {
+            chainId: from.chainId,
+            committedSeq: from.seq,
+            committedHead: from.head,
+            attempted: chainedEntries.map((e) => ({ chainSeq: e.chainSeq, hash: e.hash })),
+          };
+          this.toClose.push(abandoned);
+          this.retired = [...this.retired.slice(-31), abandoned];
+          this.committedSeq = 0;
+          this.committedHead = GENESIS_HASH;
           this.chainNo++;
           this.head = GENESIS_HASH;
           this.seq = 0;
@@ -252,26 +325,24 @@ export class CommitQueue {
     }
   }
 
-  /** A signed checkpoint of the current head when one is due (or forced); marks it sealed. */
-  private takeCheckpoint(force: boolean): Parameters<typeof insertCheckpoint>[1] | undefined {
-    if (this.seq === this.sealedSeq) return undefined;
+  /** A checkpoint of the current head when one is due (or forced); marks it sealed. Signed at insert. */
+  private takeCheckpoint(force: boolean, final: boolean): CheckpointDraft | undefined {
+    if (this.seq === this.sealedSeq && !(final && this.seq > 0)) return undefined;
     const due =
       force ||
       this.seq - this.sealedSeq >= this.opts.checkpointEvery ||
       Date.now() - this.lastCheckpointAt >= this.opts.checkpointIntervalMs;
     if (!due) return undefined;
-    const at = new Date();
-    const signature = sign(this.opts.signingKey, checkpointMessage(this.chainId, this.seq, this.head, at));
     this.sealedSeq = this.seq;
     this.lastCheckpointAt = Date.now();
-    return { chainId: this.chainId, chainSeq: this.seq, hash: this.head, at, keyId: this.opts.signingKey.keyId, signature };
+    return { chainId: this.chainId, size: this.seq, head: this.head, at: new Date(), closed: final };
   }
 
-  /** Seals the chain now if anything is unsealed (periodic timer and shutdown), in chain order. */
-  async checkpoint(): Promise<void> {
-    if (this.seq === this.sealedSeq && this.inFlight.size === 0 && this.queue.length === 0) return;
+  /** Seals the chain now if anything is unsealed (periodic timer; `final` at shutdown closes it), in chain order. */
+  async checkpoint(final = false): Promise<void> {
+    if (!final && this.seq === this.sealedSeq && this.inFlight.size === 0 && this.queue.length === 0 && this.toClose.length === 0) return;
     await new Promise<Committed<unknown>>((resolve, reject) => {
-      this.queue.push({ job: { log: [] }, resolve, reject, seal: true });
+      this.queue.push({ job: { log: [] }, resolve, reject, seal: true, final });
       this.kick();
     });
   }
@@ -283,6 +354,6 @@ export class CommitQueue {
       this.kick();
       await Promise.all([...this.inFlight]);
     }
-    await this.checkpoint().catch(() => undefined);
+    await this.checkpoint(true).catch(() => undefined);
   }
 }

@@ -119,6 +119,20 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
       );
     `,
   },
+  {
+    version: 10,
+    name: "checkpoints v2: numbered per signing key, chained to their predecessor",
+    // Existing rows stay version 1 (no number, no predecessor) and keep verifying as before.
+    // ADD COLUMN with a constant default rewrites no row, so the append-only triggers do not fire.
+    sql: `
+      ALTER TABLE log_checkpoints
+        ADD COLUMN version smallint NOT NULL DEFAULT 1,
+        ADD COLUMN number bigint,
+        ADD COLUMN prev_checkpoint bytea,
+        ADD COLUMN closed boolean NOT NULL DEFAULT false;
+      CREATE INDEX log_checkpoints_key_number ON log_checkpoints (key_id, number) WHERE version = 2;
+    `,
+  },
 ];
 
 const MIGRATION_LOCK = 0x66766d67; // "fvmg"

@@ -1,4 +1,5 @@
-import type { ChainedEntry, Checkpoint } from "../../domain/access-log";
+import type { ChainedEntry } from "../../domain/access-log";
+import type { AnyCheckpoint, SignedCheckpointV2 } from "../../domain/checkpoint";
 import type { Queryable } from "../db";
 
 const COLUMNS = [
@@ -28,11 +29,36 @@ export async function insertLogEntries(tx: Queryable, entries: readonly ChainedE
   );
 }
 
-export async function insertCheckpoint(tx: Queryable, cp: Checkpoint): Promise<void> {
+/** Inserts one v2 checkpoint (chain_seq = its size, hash = its head). */
+export async function insertCheckpoint(tx: Queryable, cp: SignedCheckpointV2): Promise<void> {
   await tx.query(
-    `INSERT INTO log_checkpoints (chain_id, chain_seq, hash, at, key_id, signature) VALUES ($1, $2, $3, $4, $5, $6)`,
-    [cp.chainId, cp.chainSeq, Buffer.from(cp.hash), cp.at, cp.keyId, Buffer.from(cp.signature)],
+    `INSERT INTO log_checkpoints (chain_id, chain_seq, hash, at, key_id, signature, version, number, prev_checkpoint, closed)
+     VALUES ($1, $2, $3, $4, $5, $6, 2, $7, $8, $9)`,
+    [cp.chainId, cp.size, Buffer.from(cp.head), cp.at, cp.keyId, Buffer.from(cp.signature), cp.number, Buffer.from(cp.prev), cp.closed],
   );
+}
+
+/** Serialises checkpoint numbering of one signing key across every writer (held until COMMIT). */
+export async function lockCheckpointKey(tx: Queryable, keyId: string): Promise<void> {
+  await tx.query("SELECT pg_advisory_xact_lock(1719035760, hashtext($1))", [keyId]);
+}
+
+/** The highest-numbered v2 checkpoints stored under a key id (newest first). */
+export async function latestCheckpointsOfKey(q: Queryable, keyId: string, limit: number): Promise<StoredCheckpoint[]> {
+  const { rows } = await q.query<Record<string, unknown>>(
+    `${SELECT_CHECKPOINT} WHERE version = 2 AND key_id = $1 ORDER BY number DESC, id DESC LIMIT $2`,
+    [keyId, limit],
+  );
+  return rows.map(toCheckpoint);
+}
+
+/** Entries of a chain after `after`, in chain order (only chain_seq and hash). */
+export async function chainTail(q: Queryable, chainId: string, after: number, limit: number): Promise<{ chainSeq: number; hash: Uint8Array }[]> {
+  const { rows } = await q.query<Record<string, unknown>>(
+    "SELECT chain_seq, hash FROM access_log WHERE chain_id = $1 AND chain_seq > $2 ORDER BY chain_seq LIMIT $3",
+    [chainId, after, limit],
+  );
+  return rows.map((r) => ({ chainSeq: num(r.chain_seq), hash: bytes(r.hash) }));
 }
 
 export interface LogRow {
@@ -188,8 +214,28 @@ export async function chainEntries(
   return rows.map(toEntry);
 }
 
-export interface StoredCheckpoint extends Checkpoint {
-  id: number;
+export type StoredCheckpoint = AnyCheckpoint & { id: number };
+
+const SELECT_CHECKPOINT = "SELECT id, chain_id, chain_seq, hash, at, key_id, signature, version, number, prev_checkpoint, closed FROM log_checkpoints";
+
+function toCheckpoint(r: Record<string, unknown>): StoredCheckpoint {
+  const common = {
+    id: num(r.id),
+    chainId: String(r.chain_id),
+    size: num(r.chain_seq),
+    head: bytes(r.hash),
+    at: r.at instanceof Date ? r.at : new Date(String(r.at)),
+    keyId: String(r.key_id),
+    signature: bytes(r.signature),
+  };
+  if (num(r.version) !== 2) return { version: 1, ...common };
+  return {
+    version: 2,
+    ...common,
+    number: num(r.number),
+    prev: r.prev_checkpoint == null ? new Uint8Array(0) : bytes(r.prev_checkpoint),
+    closed: r.closed === true || r.closed === "t",
+  };
 }
 
 /** One page of a chain's checkpoints in (chain_seq, id) order, after the given position. */
@@ -201,20 +247,39 @@ export async function chainCheckpoints(
   limit: number,
 ): Promise<StoredCheckpoint[]> {
   const { rows } = await q.query<Record<string, unknown>>(
-    `SELECT id, chain_id, chain_seq, hash, at, key_id, signature FROM log_checkpoints
+    `${SELECT_CHECKPOINT}
       WHERE chain_id = $1 AND (chain_seq, id) > ($2, $3) AND ($4::int8 IS NULL OR chain_seq <= $4)
       ORDER BY chain_seq, id LIMIT $5`,
     [chainId, after.chainSeq, after.id, upTo ?? null, limit],
   );
-  return rows.map((r) => ({
-    id: num(r.id),
-    chainId: String(r.chain_id),
-    chainSeq: num(r.chain_seq),
-    hash: bytes(r.hash),
-    at: r.at instanceof Date ? r.at : new Date(String(r.at)),
-    keyId: String(r.key_id),
-    signature: bytes(r.signature),
-  }));
+  return rows.map(toCheckpoint);
+}
+
+/** One page of every v2 checkpoint in (key_id, number, id) order, after the given position. */
+export async function keyCheckpoints(q: Queryable, after: { keyId: string; number: number; id: number }, limit: number): Promise<StoredCheckpoint[]> {
+  const { rows } = await q.query<Record<string, unknown>>(
+    `${SELECT_CHECKPOINT} WHERE version = 2 AND (key_id, number, id) > ($1, $2, $3) ORDER BY key_id, number, id LIMIT $4`,
+    [after.keyId, after.number, after.id, limit],
+  );
+  return rows.map(toCheckpoint);
+}
+
+/** The v2 checkpoints stored with this key id and number (normally one). */
+export async function checkpointsNumbered(q: Queryable, keyId: string, number: number): Promise<StoredCheckpoint[]> {
+  const { rows } = await q.query<Record<string, unknown>>(`${SELECT_CHECKPOINT} WHERE version = 2 AND key_id = $1 AND number = $2 ORDER BY id`, [keyId, number]);
+  return rows.map(toCheckpoint);
+}
+
+/** A chain's entry at one position, or its last entry (`chainSeq` undefined). */
+export async function chainEntryAt(q: Queryable, chainId: string, chainSeq?: number): Promise<{ seq: number; chainSeq: number; hash: Uint8Array } | undefined> {
+  const { rows } = await q.query<Record<string, unknown>>(
+    chainSeq === undefined
+      ? "SELECT seq, chain_seq, hash FROM access_log WHERE chain_id = $1 ORDER BY chain_seq DESC LIMIT 1"
+      : "SELECT seq, chain_seq, hash FROM access_log WHERE chain_id = $1 AND chain_seq = $2 ORDER BY seq LIMIT 1",
+    chainSeq === undefined ? [chainId] : [chainId, chainSeq],
+  );
+  const r = rows[0];
+  return r ? { seq: num(r.seq), chainSeq: num(r.chain_seq), hash: bytes(r.hash) } : undefined;
 }
 
 /** The entry of a chain whose `column` equals `value`, other than `exceptSeq` (used only to explain a broken link). */
@@ -243,6 +308,9 @@ function logReads(q: Queryable) {
       chainCheckpoints(q, chainId, after, upTo, limit),
     findChainEntryBy: (chainId: string, column: "hash" | "prev_hash", value: Uint8Array, exceptSeq: number) =>
       findChainEntryBy(q, chainId, column, value, exceptSeq),
+    keyCheckpoints: (after: { keyId: string; number: number; id: number }, limit: number) => keyCheckpoints(q, after, limit),
+    checkpointsNumbered: (keyId: string, number: number) => checkpointsNumbered(q, keyId, number),
+    chainEntryAt: (chainId: string, chainSeq?: number) => chainEntryAt(q, chainId, chainSeq),
   };
 }
 

@@ -45,7 +45,7 @@ export function accessLogHandlers(hooks: CallHooks, svc: Audit): AccessLogServer
         await write(msg);
       }
     }),
-    verify: unary(hooks, "Verify", (ctx, req) => svc.verify(ctx, { since: req.since, until: req.until })),
+    verify: unary(hooks, "Verify", (ctx, req) => svc.verify(ctx, { since: req.since, until: req.until, anchor: req.anchor })),
     // SubjectReport (DESIGN §14) is being built in services/subject-rights.ts; until then it is refused.
     subjectReport: unary(hooks, "SubjectReport", async () => {
       throw new VaultError("UNIMPLEMENTED", "subject report is not available yet");
