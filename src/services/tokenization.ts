@@ -1,4 +1,4 @@
-import { type Kek, openValue, sealValue } from "../crypto/envelope";
+import { cvvBinding, fingerprintBinding, type Kek, openValue, sealValue } from "../crypto/envelope";
 import { fingerprint } from "../crypto/fingerprint";
 import { isWellFormedToken, newToken } from "../crypto/tokens";
 import { type LogDraft, logDraft } from "../domain/access-log";
@@ -10,10 +10,11 @@ import type { Queryable } from "../storage/db";
 import type { CvvRecord, CvvStore, NewToken, RateLimiter, TokenRecord } from "../storage/ports";
 import { deleteSubject, deleteTokens } from "../storage/postgres/token-store";
 import type { CommitQueue } from "./commit-queue";
+import { CVV_MAX_TTL_SECONDS, createCvvSingleUse, openCvv } from "./cvv-single-use";
 import type { Keyring } from "./keyring";
 import { batchLookups } from "./lookup-batcher";
 
-export const CVV_MAX_TTL_SECONDS = 3600;
+export { CVV_MAX_TTL_SECONDS };
 const MAX_TTL_SECONDS = 10 * 365 * 24 * 3600;
 const MAX_TEXT = 512;
 
@@ -51,6 +52,7 @@ interface Found {
   wrappedDek: Uint8Array;
   ciphertext: Uint8Array;
   masked?: MaskedView;
+  fingerprint?: Uint8Array | null;
   createdAt: Date;
   expiresAt: Date | null;
   inRedis: boolean;
@@ -76,6 +78,7 @@ export function createTokenization(deps: TokenizationDeps) {
   // Concurrent calls' lookups share one query.
   const findTokens = batchLookups(deps.findTokens);
   const now = deps.now ?? (() => new Date());
+  const cvvOnce = createCvvSingleUse({ cvv: deps.cvv });
 
   const draft = (ctx: CallContext, action: string, fields: Partial<LogDraft> = {}): LogDraft =>
     logDraft(ctx, deps.instanceId, now(), action, fields);
@@ -130,23 +133,26 @@ export function createTokenization(deps: TokenizationDeps) {
         keks.set(spec.name, kek);
         const id = newToken();
         const plain = utf8.encode(value);
-        const sealed = sealValue(kek, id, spec.name, plain);
-        plain.fill(0);
         const masked = spec.mask(value, at);
         if (spec.storage === "redis") {
           const ttl = Math.min(req.ttlSeconds || deps.cvvTtlSeconds, CVV_MAX_TTL_SECONDS);
           const expiresAt = new Date(at.getTime() + ttl * 1000);
+          const sealed = sealValue(kek, id, spec.name, plain, cvvBinding(at, expiresAt));
+          plain.fill(0);
           cvvs.push({ token: id, record: { ...sealed, createdAt: at, expiresAt } });
           out.push({ token: id, category: spec.name, masked, expiresAt });
           return;
         }
+        const fp = spec.tokenKind === "deterministic" ? fingerprint(deps.keyring.fingerprintKey(spec.name), plain) : null;
+        const sealed = sealValue(kek, id, spec.name, plain, fingerprintBinding(fp));
+        plain.fill(0);
         const expiresAt = req.ttlSeconds ? new Date(at.getTime() + req.ttlSeconds * 1000) : null;
         rowOf.push(out.length);
         rows.push({
           id,
           category: spec.name,
           ...sealed,
-          fingerprint: spec.tokenKind === "deterministic" ? fingerprint(deps.keyring.fingerprintKey(spec.name), utf8.encode(value)) : null,
+          fingerprint: fp,
           masked,
           createdAt: at,
           expiresAt,
@@ -233,23 +239,31 @@ export function createTokenization(deps: TokenizationDeps) {
         allowedByCategory.set(f.category, list);
       });
       const limit = policy.detokenizePerMinute(ctx.identity);
+      const cvvIndex = new Map<string, number>(); // CVV token → the one item that may reveal it
       for (const [category, items] of allowedByCategory) {
         const granted = await deps.rateLimiter.take(`${ctx.identity}:${category}`, limit, items.length);
         for (const { i } of items.slice(granted)) fail(i, category, "RESOURCE_EXHAUSTED", "rate budget exceeded");
         for (const { i, f } of items.slice(0, granted)) {
           const token = req.tokens[i]!;
           try {
-            let env: Found | undefined = f;
+            const kek = deps.keyring.forDecrypt(category, f.kekVersion);
+            let plain: Uint8Array;
             if (f.inRedis) {
-              const taken = await deps.cvv.take(token);
-              env = taken && { ...taken, category, inRedis: true };
+              // Single use: a second item of this call naming the same CVV gets nothing.
+              if (cvvIndex.has(token)) {
+                fail(i, category, "NOT_FOUND", "unknown or erased token");
+                continue;
+              }
+              const opened = openCvv(kek, token, { ...f, expiresAt: f.expiresAt! }, at);
+              if (!opened.ok) {
+                fail(i, category, opened.code, opened.message, opened.outcome);
+                continue;
+              }
+              cvvIndex.set(token, i);
+              plain = opened.plain;
+            } else {
+              plain = openValue(kek, token, category, f, fingerprintBinding(f.fingerprint));
             }
-            if (!env) {
-              fail(i, category, "NOT_FOUND", "unknown or erased token");
-              continue;
-            }
-            const kek = deps.keyring.forDecrypt(category, env.kekVersion);
-            const plain = openValue(kek, token, category, env);
             results[i] = { token, category, ok: true, value: utf8d.decode(plain) };
             plain.fill(0);
           } catch (err) {
@@ -260,8 +274,9 @@ export function createTokenization(deps: TokenizationDeps) {
         }
       }
 
-      // Durable before reveal: values leave only after these entries are committed.
-      await deps.commits.append(
+      // Durable before reveal: values leave only after these entries are committed. A CVV is
+      // marked consumed in the same transaction; one already marked is withheld (and logged so).
+      const drafts = () =>
         results.map((r, i) =>
           draft(ctx, "detokenize", {
             category: r.category,
@@ -271,8 +286,19 @@ export function createTokenization(deps: TokenizationDeps) {
             outcome: outcomes[i]!,
             detail: r.ok ? "" : r.message,
           }),
-        ),
-      );
+        );
+      const cvvTokens = [...cvvIndex.keys()];
+      if (cvvTokens.length === 0) await deps.commits.append(drafts());
+      else {
+        await deps.commits.submit({
+          work: cvvOnce.consume(cvvTokens),
+          log: (fresh) => {
+            for (const [token, i] of cvvIndex) if (!fresh?.has(token)) fail(i, "card_cvv", "NOT_FOUND", "unknown or erased token");
+            return drafts();
+          },
+        });
+        await cvvOnce.discard(cvvTokens);
+      }
       results.forEach((r, i) => deps.onDetokenized?.({ identity: ctx.identity, category: r.category, purpose: req.purpose, outcome: outcomes[i]! }));
       return results;
     });
@@ -294,7 +320,7 @@ export function createTokenization(deps: TokenizationDeps) {
         let masked = f.masked ?? spec?.mask("", at) ?? { display: "", brand: "", last: "", expired: false };
         if (spec?.dynamicMask) {
           try {
-            const plain = openValue(deps.keyring.forDecrypt(f.category, f.kekVersion), token, f.category, f);
+            const plain = openValue(deps.keyring.forDecrypt(f.category, f.kekVersion), token, f.category, f, fingerprintBinding(f.fingerprint));
             masked = spec.mask(utf8d.decode(plain), at);
             plain.fill(0);
           } catch (err) {

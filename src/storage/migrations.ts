@@ -119,6 +119,17 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
       );
     `,
   },
+  {
+    version: 20,
+    name: "consumed CVV markers (single use that does not trust Redis)",
+    sql: `
+      CREATE TABLE cvv_consumed (
+        token text PRIMARY KEY,
+        consumed_at timestamptz NOT NULL DEFAULT now()
+      );
+      CREATE INDEX cvv_consumed_at ON cvv_consumed (consumed_at);
+    `,
+  },
 ];
 
 const MIGRATION_LOCK = 0x66766d67; // "fvmg"

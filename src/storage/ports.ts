@@ -10,11 +10,11 @@ export interface TokenRecord {
   readonly masked: MaskedView;
   readonly createdAt: Date;
   readonly expiresAt: Date | null;
+  /** Keyed fingerprint for deterministic categories, else null (bound into a v2 value's AAD). */
+  readonly fingerprint: Uint8Array | null;
 }
 
 export interface NewToken extends TokenRecord {
-  /** Keyed fingerprint for deterministic categories, else null. */
-  readonly fingerprint: Uint8Array | null;
   readonly subjectRef: string | null;
 }
 
@@ -29,10 +29,11 @@ export interface CvvRecord {
 
 export interface CvvStore {
   put(entries: readonly { token: string; record: CvvRecord }[]): Promise<void>;
-  /** Reads without consuming (category and policy checks come before the reveal). */
+  /**
+   * Reads without consuming. Single use is not Redis's job: a reveal records the token in
+   * PostgreSQL (cvv_consumed) in the transaction of its log entry, and only then removes it here.
+   */
   peek(tokens: readonly string[]): Promise<Map<string, CvvRecord>>;
-  /** Atomic get-and-delete: at most one caller ever gets a given CVV. */
-  take(token: string): Promise<CvvRecord | undefined>;
   remove(tokens: readonly string[]): Promise<number>;
   close(): Promise<void>;
 }

@@ -9,6 +9,7 @@ interface TokenRow {
   wrapped_dek: Uint8Array;
   ciphertext: Uint8Array;
   masked: MaskedView;
+  fingerprint: Uint8Array | null;
   created_at: Date;
   expires_at: Date | null;
 }
@@ -20,6 +21,7 @@ const toRecord = (r: TokenRow): TokenRecord => ({
   wrappedDek: r.wrapped_dek,
   ciphertext: r.ciphertext,
   masked: r.masked,
+  fingerprint: r.fingerprint,
   createdAt: r.created_at,
   expiresAt: r.expires_at,
 });
@@ -105,7 +107,7 @@ export async function findTokens(q: Queryable, ids: readonly string[]): Promise<
   const out = new Map<string, TokenRecord>();
   if (ids.length === 0) return out;
   const { rows } = await q.query<TokenRow>(
-    `SELECT id, category, kek_version, wrapped_dek, ciphertext, masked, created_at, expires_at
+    `SELECT id, category, kek_version, wrapped_dek, ciphertext, masked, fingerprint, created_at, expires_at
      FROM tokens WHERE id = ANY($1::text[])`,
     [ids],
   );

@@ -10,7 +10,7 @@ const failClosed = async <T>(op: () => Promise<T>): Promise<T> => {
   }
 };
 
-/** CVV envelopes in Redis with a TTL; `take` is GETDEL, so a CVV is revealed at most once. */
+/** CVV envelopes in Redis with a TTL; single use is enforced in PostgreSQL (see CvvStore.peek). */
 export function createRedisCvvStore(redis: Redis, prefix: string): CvvStore {
   const key = (token: string) => `${prefix}cvv:${token}`;
   return {
@@ -34,11 +34,6 @@ export function createRedisCvvStore(redis: Redis, prefix: string): CvvStore {
           if (r) out.set(tokens[i]!, r);
         });
         return out;
-      }),
-    take: (token) =>
-      failClosed(async () => {
-        const v = await redis.getdelBuffer(key(token));
-        return (v && decodeCvv(v)) || undefined;
       }),
     remove: (tokens) => failClosed(async () => (tokens.length ? redis.del(...tokens.map(key)) : 0)),
     close: async () => undefined,
