@@ -17,6 +17,7 @@ import { CommitQueue } from "./services/commit-queue";
 import { createKeyLifecycle } from "./services/key-lifecycle";
 import { Keyring } from "./services/keyring";
 import { PolicyHolder } from "./services/policy-holder";
+import { createTokenIntegrity } from "./services/token-integrity";
 import { createTokenization } from "./services/tokenization";
 import type { Db } from "./storage/db";
 import { createMemoryCvvStore } from "./storage/embedded/memory-cvv-store";
@@ -131,7 +132,15 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
     // PGlite has one session, so there its flushes cannot overlap.
     const commitDb = config.databaseUrl ? createPgDb({ url: config.databaseUrl, poolSize: 2 }) : db;
     if (commitDb !== db) cleanup.push(() => commitDb.close());
+    const integrity = createTokenIntegrity({
+      key: () => keyring.metadataKey(),
+      onFailure: (token) => {
+        metrics.integrityFailure("token");
+        log.error({ token }, "integrity: a token row's metadata failed its MAC (edited in the database?)");
+      },
+    });
     const commits = new CommitQueue(commitDb, {
+      integrity,
       chainId: `${config.instanceId}.${randomBytes(4).toString("hex")}`,
       signingKey,
       checkpointEvery: config.checkpointEvery,
@@ -148,6 +157,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       keyring,
       commits,
       findTokens: (ids) => findTokens(db, ids),
+      integrity,
       cvv,
       rateLimiter,
       instanceId: config.instanceId,
@@ -187,6 +197,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       instanceId: config.instanceId,
       cryptoperiodDays: config.cryptoperiodDays,
       cryptoperiodOverrides: config.cryptoperiodOverrides,
+      integrity,
     });
     server.addService(KeyAdminService, keyAdminHandlers(hooks, keyLifecycle));
     cleanup.push(async () => keyLifecycle.stop());

@@ -31,6 +31,7 @@ export class Metrics {
   private readonly commitJobs: Histogram;
   private readonly dbUp: Gauge;
   private readonly redisUp: Gauge;
+  private readonly integrityFailures: Counter<"kind">;
   private server: Server | undefined;
 
   constructor(private readonly opts: MetricsOptions) {
@@ -71,6 +72,16 @@ export class Metrics {
     });
     this.dbUp = new Gauge({ name: "fieldvault_db_up", help: "1 while the last PostgreSQL health probe succeeded and migrations are applied", registers });
     this.redisUp = new Gauge({ name: "fieldvault_redis_up", help: "1 while Redis answers (absent: in-process stand-ins)", registers });
+    this.integrityFailures = new Counter({
+      name: "fieldvault_integrity_failures_total",
+      help: "Stored metadata that failed its MAC (kind: token row or KEK state): a database writer edited it",
+      labelNames: ["kind"],
+      registers,
+    });
+  }
+
+  integrityFailure(kind: "token" | "kek_state"): void {
+    this.integrityFailures.inc({ kind });
   }
 
   /** A finished gRPC call (CallHooks.onDone). */

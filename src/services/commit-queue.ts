@@ -1,8 +1,8 @@
 import { chain, type ChainedEntry, checkpointMessage, GENESIS_HASH, type LogDraft } from "../domain/access-log";
-import { VaultError } from "../domain/errors";
+import { IntegrityError, VaultError } from "../domain/errors";
 import { sign, type SigningKey } from "../crypto/signing";
 import { isOutage, type Queryable } from "../storage/db";
-import type { NewToken } from "../storage/ports";
+import type { NewToken, TokenIntegrity } from "../storage/ports";
 import { insertTokens } from "../storage/postgres/token-store";
 import { insertCheckpoint, insertLogEntries } from "../storage/postgres/log-store";
 
@@ -11,7 +11,7 @@ import { insertCheckpoint, insertLogEntries } from "../storage/postgres/log-stor
  * made durable: fail closed with UNAVAILABLE. Domain errors raised by a job's own work pass through.
  */
 function asUnavailable(err: unknown): unknown {
-  if (err instanceof VaultError && err.code !== "INTERNAL") return err;
+  if (err instanceof VaultError && (err.code !== "INTERNAL" || err instanceof IntegrityError)) return err;
   return Object.assign(new VaultError("UNAVAILABLE", "access log unavailable: nothing was revealed or stored"), { cause: err });
 }
 
@@ -55,6 +55,8 @@ export interface CommitQueueOptions {
   /** Flushes in flight at once (default 2): the next batches write while the previous one commits. */
   maxFlushesInFlight?: number;
   onFlush?: (stats: { jobs: number; entries: number; seconds: number; ok: boolean }) => void;
+  /** MACs new token rows and checks existing ones a deterministic insert resolves to. */
+  integrity?: TokenIntegrity;
 }
 
 /**
@@ -133,7 +135,7 @@ export class CommitQueue {
     } catch (err) {
       if (err === REQUEUE) {
         this.queue.unshift(...batch);
-      } else if (batch.length > 1 && !isOutage(err) && !(err instanceof VaultError)) {
+      } else if (batch.length > 1 && !isOutage(err) && (!(err instanceof VaultError) || err instanceof IntegrityError)) {
         // A statement failed for one job's data: isolate it instead of failing its neighbours.
         for (const p of batch) {
           await this.flush([p]).catch((e) => (e === REQUEUE ? this.queue.unshift(p) : p.reject(asUnavailable(e))));
@@ -198,7 +200,7 @@ export class CommitQueue {
             // pipelined flushes. What still overlaps is its log insert and COMMIT with our work.
             await prev.built;
             const allTokens = batch.flatMap((p) => p.job.tokens ?? []);
-            const ids = await insertTokens(tx, allTokens);
+            const ids = await insertTokens(tx, allTokens, this.opts.integrity);
             const results: Committed<unknown>[] = [];
             let at = 0;
             for (const p of batch) {

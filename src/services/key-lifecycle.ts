@@ -1,6 +1,8 @@
 import { randomBytes } from "node:crypto";
 import { newKey } from "../crypto/aead";
-import { type Kek, rewrapDek } from "../crypto/envelope";
+import type { Kek } from "../crypto/envelope";
+import type { TokenIntegrity } from "../storage/ports";
+import { upgradeOnRewrap } from "./rewrap-upgrade";
 import { type RootKey, unwrapKek, unwrapSecret, wrapKek, wrapSecret } from "../crypto/root-key";
 import { type LogDraft, logDraft } from "../domain/access-log";
 import type { CategoryRegistry } from "../domain/categories";
@@ -45,7 +47,9 @@ export const AUTO_ROTATE_IDENTITY = "fieldvault:auto-rotate";
 export interface KeyLifecycleDeps {
   registry: Pick<CategoryRegistry, "names" | "get">;
   policy: () => Policy;
-  keyring: Pick<Keyring, "reload" | "material" | "rootKeys" | "wrappingRoot">;
+  keyring: Pick<Keyring, "reload" | "material" | "rootKeys" | "wrappingRoot" | "fingerprintKey">;
+  /** Checks a row's metadata MAC before re-wrapping it, and makes the new one. */
+  integrity?: TokenIntegrity;
   commits: Pick<CommitQueue, "submit" | "append">;
   /** Reads outside a transaction (ListKeys, counts). */
   db: Queryable;
@@ -271,13 +275,13 @@ export function createKeyLifecycle(deps: KeyLifecycleDeps) {
     const empty = { rewrapped: 0, remaining: 0, to: active.version, from: [], failed: [] };
     if (!to || fromKeks.size < from.length) return { ...empty, needKeys: true };
     const claimed = (await claimRewrapBatch(tx, category, from, limit + failed.length)).filter((c) => !failed.includes(c.id)).slice(0, limit);
-    const updated: { id: string; wrappedDek: Uint8Array }[] = [];
+    const updated: Parameters<typeof storeRewrapped>[2][number][] = [];
     const newlyFailed: string[] = [];
     for (const c of claimed) {
       try {
-        updated.push({ id: c.id, wrappedDek: rewrapDek(fromKeks.get(c.kekVersion)!, to, c.id, category, c.wrappedDek) });
+        updated.push(upgradeOnRewrap({ registry: deps.registry, keyring: deps.keyring, integrity: deps.integrity }, fromKeks.get(c.kekVersion)!, to, c));
       } catch {
-        newlyFailed.push(c.id); // a damaged wrapped DEK stays as it is, for an operator to look at
+        newlyFailed.push(c.id); // a damaged wrapped DEK or tampered row stays as it is, for an operator to look at
       }
     }
     const rewrapped = await storeRewrapped(tx, active.version, updated);

@@ -15,6 +15,8 @@ import {
 } from "../storage/postgres/key-store";
 
 export const FINGERPRINT_SECRET = "fingerprint-master";
+/** Keys the MACs over token metadata and KEK states (crypto/metadata-mac.ts). */
+export const METADATA_SECRET = "metadata-mac";
 
 interface Loaded extends KekRow {
   key?: Uint8Array;
@@ -28,6 +30,7 @@ interface Loaded extends KekRow {
 export class Keyring {
   private byCategory = new Map<string, Loaded[]>();
   private fpKeys = new Map<string, Uint8Array>();
+  private metaKey: Uint8Array | undefined;
   private timer: NodeJS.Timeout | undefined;
   private unlisten: (() => Promise<void>) | undefined;
   private refreshing: Promise<void> | undefined;
@@ -65,6 +68,11 @@ export class Keyring {
     }
     if (!(await getSecret(this.db, FINGERPRINT_SECRET))) {
       await insertSecret(this.db, FINGERPRINT_SECRET, wrapSecret(root, FINGERPRINT_SECRET, newKey()), root.id);
+    }
+    const wrapping = (await getSecret(this.db, FINGERPRINT_SECRET))!;
+    const metaRoot = this.roots.byId.get(wrapping.rootKeyId) ?? root;
+    if (!(await getSecret(this.db, METADATA_SECRET))) {
+      await insertSecret(this.db, METADATA_SECRET, wrapSecret(metaRoot, METADATA_SECRET, newKey()), metaRoot.id);
     }
   }
 
@@ -121,6 +129,11 @@ export class Keyring {
       for (const c of this.categories) this.fpKeys.set(c, fingerprintKey(master, c));
       master.fill(0);
     }
+    if (!this.metaKey) {
+      const meta = await getSecret(this.db, METADATA_SECRET);
+      if (!meta) throw new VaultError("INTERNAL", "metadata key missing");
+      this.metaKey = unwrapSecret(this.root(meta.rootKeyId), METADATA_SECRET, meta.wrapped);
+    }
     this.currentRoot = secret.rootKeyId;
     // Key material of destroyed versions leaves memory too.
     for (const [category, list] of this.byCategory) {
@@ -154,6 +167,12 @@ export class Keyring {
     const k = this.fpKeys.get(category);
     if (!k) throw new VaultError("INTERNAL", "no fingerprint key for category");
     return k;
+  }
+
+  /** The key of the MACs over stored metadata (token rows, KEK states). */
+  metadataKey(): Uint8Array {
+    if (!this.metaKey) throw new VaultError("INTERNAL", "no metadata key");
+    return this.metaKey;
   }
 
   versions(category: string): readonly Omit<Loaded, "key" | "wrappedKey">[] {

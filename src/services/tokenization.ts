@@ -4,10 +4,10 @@ import { isWellFormedToken, newToken } from "../crypto/tokens";
 import { type LogDraft, logDraft } from "../domain/access-log";
 import type { CategoryRegistry, MaskedView } from "../domain/categories";
 import type { CallContext } from "../domain/context";
-import { DependencyError, denied, invalid, VaultError } from "../domain/errors";
+import { DependencyError, denied, IntegrityError, invalid, VaultError } from "../domain/errors";
 import type { Policy } from "../domain/policy";
 import type { Queryable } from "../storage/db";
-import type { CvvRecord, CvvStore, NewToken, RateLimiter, TokenRecord } from "../storage/ports";
+import type { CvvRecord, CvvStore, NewToken, RateLimiter, TokenIntegrity, TokenRecord } from "../storage/ports";
 import { deleteSubject, deleteTokens } from "../storage/postgres/token-store";
 import type { CommitQueue } from "./commit-queue";
 import { CVV_MAX_TTL_SECONDS, createCvvSingleUse, openCvv } from "./cvv-single-use";
@@ -24,6 +24,8 @@ export interface TokenizationDeps {
   keyring: Pick<Keyring, "active" | "forDecrypt" | "fingerprintKey">;
   commits: Pick<CommitQueue, "submit" | "append">;
   findTokens: (ids: readonly string[]) => Promise<Map<string, TokenRecord>>;
+  /** Checks each stored row's metadata MAC before the vault acts on it. */
+  integrity: Pick<TokenIntegrity, "intact">;
   cvv: CvvStore;
   rateLimiter: RateLimiter;
   instanceId: string;
@@ -56,6 +58,8 @@ interface Found {
   createdAt: Date;
   expiresAt: Date | null;
   inRedis: boolean;
+  /** False when a PostgreSQL row's metadata failed its MAC: nothing about it may be trusted. */
+  intact: boolean;
 }
 
 const utf8 = new TextEncoder();
@@ -190,12 +194,12 @@ export function createTokenization(deps: TokenizationDeps) {
   ): Promise<Map<string, Found> & { cacheDown?: boolean }> {
     const wellFormed = [...new Set(tokens.filter(isWellFormedToken))];
     const found: Map<string, Found> & { cacheDown?: boolean } = new Map<string, Found>();
-    for (const [id, r] of await findTokens(wellFormed)) found.set(id, { ...r, inRedis: false });
+    for (const [id, r] of await findTokens(wellFormed)) found.set(id, { ...r, inRedis: false, intact: deps.integrity.intact(r) });
     const rest = wellFormed.filter((t) => !found.has(t));
     if (rest.length) {
       try {
         for (const [id, r] of await deps.cvv.peek(rest)) {
-          found.set(id, { ...r, category: "card_cvv", inRedis: true });
+          found.set(id, { ...r, category: "card_cvv", inRedis: true, intact: true });
         }
       } catch (err) {
         if (!tolerateCacheOutage || !(err instanceof DependencyError)) throw err;
@@ -230,6 +234,7 @@ export function createTokenization(deps: TokenizationDeps) {
         const f = found.get(token);
         if (!f && found.cacheDown && isWellFormedToken(token)) return fail(i, "", "UNAVAILABLE", "token store unavailable", "unavailable");
         if (!f) return fail(i, "", "NOT_FOUND", "unknown or erased token");
+        if (!f.intact) return fail(i, "", "INTERNAL", "value could not be decrypted");
         if (!policy.isPurpose(req.purpose) || !policy.canDetokenize(ctx.identity, f.category, req.purpose)) {
           return fail(i, f.category, "PERMISSION_DENIED", `purpose ${policy.isPurpose(req.purpose) ? req.purpose : "(undeclared)"} does not allow ${f.category} for this caller`);
         }
@@ -313,6 +318,7 @@ export function createTokenization(deps: TokenizationDeps) {
       const items = req.tokens.map((token): InspectItem => {
         const f = found.get(token);
         if (!f) return { token, ok: false, code: "NOT_FOUND", message: "unknown or erased token" };
+        if (!f.intact) return { token, ok: false, code: "INTERNAL", message: "token could not be read" };
         if (!policy.canInspect(ctx.identity, f.category)) {
           return { token, ok: false, code: "PERMISSION_DENIED", message: `may not inspect ${f.category}` };
         }
@@ -341,6 +347,7 @@ export function createTokenization(deps: TokenizationDeps) {
       const policy = deps.policy();
       const found = await lookup(req.tokens);
       for (const [token, f] of found) {
+        if (!f.intact) throw new IntegrityError();
         if (!policy.canDelete(ctx.identity, f.category)) throw denied(`tokens: may not delete ${f.category} (${token})`);
       }
       const redisTokens = [...found].filter(([, f]) => f.inRedis).map(([t]) => t);

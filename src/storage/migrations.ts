@@ -130,6 +130,14 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
       CREATE INDEX cvv_consumed_at ON cvv_consumed (consumed_at);
     `,
   },
+  {
+    version: 21,
+    name: "metadata MACs on token rows and KEK states",
+    sql: `
+      ALTER TABLE tokens ADD COLUMN meta_mac bytea;
+      ALTER TABLE kek_versions ADD COLUMN state_mac bytea;
+    `,
+  },
 ];
 
 const MIGRATION_LOCK = 0x66766d67; // "fvmg"

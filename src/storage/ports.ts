@@ -12,6 +12,15 @@ export interface TokenRecord {
   readonly expiresAt: Date | null;
   /** Keyed fingerprint for deterministic categories, else null (bound into a v2 value's AAD). */
   readonly fingerprint: Uint8Array | null;
+  /** MAC over the metadata columns (null only on legacy v1 rows); see services/token-integrity.ts. */
+  readonly metaMac?: Uint8Array | null;
+}
+
+/** Checks and makes the MAC over a token row's metadata (category, fingerprint, mask, times, KEK version). */
+export interface TokenIntegrity {
+  mac(r: Omit<TokenRecord, "wrappedDek" | "ciphertext" | "metaMac">): Uint8Array;
+  /** True when the row's MAC is valid, or it is a legacy v1 row that never had one. Reports failures. */
+  intact(r: TokenRecord): boolean;
 }
 
 export interface NewToken extends TokenRecord {
