@@ -94,15 +94,18 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
     const applied = await migrate(db);
     if (applied.length) log.info({ applied }, "migrations applied");
 
-    const keyring = await Keyring.open(db, roots, registry.names(), config.keyCacheTtlMs);
-    cleanup.push(() => keyring.close());
-
     const metrics = new Metrics({
       categories: () => registry.names(),
       purposes: () => Object.keys(policy.get().doc.purposes),
       callerName: (identity) => policy.get().callerName(identity),
     });
     cleanup.push(() => metrics.close());
+
+    const keyring = await Keyring.open(db, roots, registry.names(), config.keyCacheTtlMs, (category, version) => {
+      metrics.integrityFailure("kek_state");
+      log.error({ category, version }, "integrity: a KEK version's state failed its MAC (edited in the database?); the version refuses all use");
+    });
+    cleanup.push(() => keyring.close());
     metrics.keyVersions(() => registry.names().flatMap((category) => keyring.versions(category).map((v) => ({ category, state: v.state }))));
     if (db.kind === "postgres") metrics.dbPool(config.dbPoolSize, db.poolStats);
 

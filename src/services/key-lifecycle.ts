@@ -47,7 +47,7 @@ export const AUTO_ROTATE_IDENTITY = "fieldvault:auto-rotate";
 export interface KeyLifecycleDeps {
   registry: Pick<CategoryRegistry, "names" | "get">;
   policy: () => Policy;
-  keyring: Pick<Keyring, "reload" | "material" | "rootKeys" | "wrappingRoot" | "fingerprintKey">;
+  keyring: Pick<Keyring, "reload" | "material" | "rootKeys" | "wrappingRoot" | "fingerprintKey" | "stateMac">;
   /** Checks a row's metadata MAC before re-wrapping it, and makes the new one. */
   integrity?: TokenIntegrity;
   commits: Pick<CommitQueue, "submit" | "append">;
@@ -241,8 +241,8 @@ export function createKeyLifecycle(deps: KeyLifecycleDeps) {
     const wrappedKey = wrapKek(root, category, version, kek);
     kek.fill(0);
     // Demote first: the unique index allows one active version per category.
-    if (active) await setKekState(tx, category, active.version, "decrypt_only");
-    await insertKekVersion(tx, { category, version, wrappedKey, rootKeyId: root.id });
+    if (active) await setKekState(tx, category, active.version, "decrypt_only", deps.keyring.stateMac(category, active.version, "decrypt_only"));
+    await insertKekVersion(tx, { category, version, wrappedKey, rootKeyId: root.id, stateMac: deps.keyring.stateMac(category, version, "active") });
     await notifyKeyChange(tx, category);
     return { category, activeVersion: version, previousVersion: active?.version ?? 0 };
   }
@@ -376,7 +376,7 @@ export function createKeyLifecycle(deps: KeyLifecycleDeps) {
             throw precondition(`key version ${version} is the active version of ${category}; rotate first, then retire it`);
           }
           if (row.state !== target) {
-            await setKekState(tx, category, version, target);
+            await setKekState(tx, category, version, target, deps.keyring.stateMac(category, version, target));
             await notifyKeyChange(tx, category);
           }
           return { category, version, state: target, previous: row.state };
@@ -452,7 +452,7 @@ export function createKeyLifecycle(deps: KeyLifecycleDeps) {
             throw precondition(`destroy request ${r.id} is older than 24 hours; file a new one`);
           }
           const tokens = await checkDestroyable(tx, category, version, shred);
-          await destroyKek(tx, category, version);
+          await destroyKek(tx, category, version, deps.keyring.stateMac(category, version, "destroyed"));
           await approveDestroyRequest(tx, r.id, ctx.identity);
           await notifyKeyChange(tx, category);
           return { status: "DESTROYED" as const, approvalId: r.id, tokensShredded: tokens, requestedBy: r.requestedBy };

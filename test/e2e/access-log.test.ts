@@ -509,6 +509,7 @@ const appRoleSql = (role: string, database: string) => [
   `GRANT SELECT ON schema_migrations TO ${role}`,
   `GRANT SELECT, INSERT, UPDATE, DELETE ON tokens, token_subjects, kek_versions, vault_secrets, destroy_requests TO ${role}`,
   `GRANT SELECT, INSERT ON access_log, log_checkpoints TO ${role}`,
+  `GRANT SELECT, INSERT, DELETE ON cvv_consumed TO ${role}`,
   `GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO ${role}`,
 ];
 

@@ -129,4 +129,27 @@ describe("token metadata integrity against a database writer", () => {
     await sql.query(`UPDATE tokens SET masked = jsonb_set(masked, '{last}', '"1111"') WHERE id = $1`, [good]);
     expect((await reveal(good)).outcome).toMatchObject({ $case: "error", value: { code: "INTERNAL" } });
   }, 30_000);
+
+  it("a KEK state edited in the database (disabled → decrypt_only) is not believed", async () => {
+    const admin = keyApi(t.clients, "sec-admin-1");
+    const token = await tokenize("cardholder_name", "Kek State");
+    const { version: old } = (await admin.list("cardholder_name")).categories[0]!.versions.find((v) => v.state === 1)!;
+    await admin.rotate("cardholder_name");
+    await admin.setState("cardholder_name", old, 3); // disabled
+    expect((await reveal(token)).outcome).toMatchObject({ $case: "error", value: { code: "FAILED_PRECONDITION" } });
+    const kekFailures = async () =>
+      (await t.vault.metrics.registry.getSingleMetric("fieldvault_integrity_failures_total")!.get()).values.find((v) => v.labels.kind === "kek_state")?.value ?? 0;
+    const before = await kekFailures();
+    await sql.query("UPDATE kek_versions SET state = 'decrypt_only' WHERE category = 'cardholder_name' AND version = $1", [old]);
+    await t.vault.keyring.reload();
+    const r = await reveal(token);
+    expect(r.outcome).toMatchObject({ $case: "error", value: { code: "INTERNAL" } });
+    expect(JSON.stringify(r)).not.toContain("Kek State");
+    expect(await kekFailures()).toBe(before + 1);
+    // The administrators' own change is believed again.
+    await admin.setState("cardholder_name", old, 3); // disabled, then decrypt_only: each with a fresh MAC
+    await admin.setState("cardholder_name", old, 2);
+    await t.vault.keyring.reload();
+    expect((await reveal(token)).outcome).toEqual({ $case: "value", value: "Kek State" });
+  }, 30_000);
 });
