@@ -167,6 +167,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       maxBatch: config.maxBatch,
       cvvTtlSeconds: config.cvvTtlSeconds,
       onDetokenized: (e) => metrics.detokenized(e),
+      onDeterministicTokenize: (e) => metrics.deterministicTokenized(e),
     });
 
     const inFlight = new Set<Promise<unknown>>();

@@ -32,6 +32,8 @@ export class Metrics {
   private readonly dbUp: Gauge;
   private readonly redisUp: Gauge;
   private readonly integrityFailures: Counter<"kind">;
+  private readonly deterministicTokenize: Counter<"caller" | "category">;
+  private readonly unknownCallers: Counter;
   private server: Server | undefined;
 
   constructor(private readonly opts: MetricsOptions) {
@@ -72,12 +74,37 @@ export class Metrics {
     });
     this.dbUp = new Gauge({ name: "fieldvault_db_up", help: "1 while the last PostgreSQL health probe succeeded and migrations are applied", registers });
     this.redisUp = new Gauge({ name: "fieldvault_redis_up", help: "1 while Redis answers (absent: in-process stand-ins)", registers });
+    this.deterministicTokenize = new Counter({
+      name: "fieldvault_deterministic_tokenize_fields_total",
+      help: "Deterministic-category fields tokenized, by policy caller and category (alert on bursts: an enumeration oracle)",
+      labelNames: ["caller", "category"],
+      registers,
+    });
+    this.unknownCallers = new Counter({
+      name: "fieldvault_unknown_caller_denials_total",
+      help: "Calls refused because the caller identity is not in the policy",
+      registers,
+    });
     this.integrityFailures = new Counter({
       name: "fieldvault_integrity_failures_total",
       help: "Stored metadata that failed its MAC (kind: token row or KEK state): a database writer edited it",
       labelNames: ["kind"],
       registers,
     });
+  }
+
+  /** Deterministic fields a caller tokenized (the "is this value on file?" oracle's volume). */
+  deterministicTokenized(e: { identity: string; category: string; fields: number }): void {
+    const categories = new Set(this.opts.categories());
+    this.deterministicTokenize.inc(
+      { caller: this.opts.callerName(e.identity) ?? "unknown", category: categories.has(e.category) ? e.category : OTHER },
+      e.fields,
+    );
+  }
+
+  /** A call refused because its identity is not in the policy (the log aggregates these). */
+  unknownCaller(): void {
+    this.unknownCallers.inc();
   }
 
   integrityFailure(kind: "token" | "kek_state"): void {

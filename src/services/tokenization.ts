@@ -12,6 +12,7 @@ import { deleteSubject, deleteTokens } from "../storage/postgres/token-store";
 import type { CommitQueue } from "./commit-queue";
 import { CVV_MAX_TTL_SECONDS, createCvvSingleUse, openCvv } from "./cvv-single-use";
 import type { Keyring } from "./keyring";
+import { createTokenizeBudget } from "./tokenize-budget";
 import { batchLookups } from "./lookup-batcher";
 
 export { CVV_MAX_TTL_SECONDS };
@@ -34,6 +35,8 @@ export interface TokenizationDeps {
   now?: () => Date;
   /** Told about each detokenize item once its log entry committed (metrics); never given a value. */
   onDetokenized?: (e: { identity: string; category: string; purpose: string; outcome: string }) => void;
+  /** Told how many deterministic fields a caller's tokenize took from its budget (metrics). */
+  onDeterministicTokenize?: (e: { identity: string; category: string; fields: number }) => void;
 }
 
 export interface TokenizedField {
@@ -83,6 +86,7 @@ export function createTokenization(deps: TokenizationDeps) {
   const findTokens = batchLookups(deps.findTokens);
   const now = deps.now ?? (() => new Date());
   const cvvOnce = createCvvSingleUse({ cvv: deps.cvv });
+  const budget = createTokenizeBudget({ policy: deps.policy, rateLimiter: deps.rateLimiter, onVolume: deps.onDeterministicTokenize });
 
   const draft = (ctx: CallContext, action: string, fields: Partial<LogDraft> = {}): LogDraft =>
     logDraft(ctx, deps.instanceId, now(), action, fields);
@@ -96,8 +100,8 @@ export function createTokenization(deps: TokenizationDeps) {
       if (deps.policy().callerName(ctx.identity) === undefined) throw denied(`caller ${ctx.identity} is not in the policy`);
       return await body();
     } catch (err) {
-      if (err instanceof VaultError && (err.code === "PERMISSION_DENIED" || err.code === "INVALID_ARGUMENT")) {
-        const outcome = err.code === "PERMISSION_DENIED" ? "denied" : "invalid_argument";
+      if (err instanceof VaultError && err.code in REFUSALS) {
+        const outcome = REFUSALS[err.code]!;
         await deps.commits.append([draft(ctx, action, { outcome, detail: err.message })]).catch(() => undefined);
       }
       throw err;
@@ -125,6 +129,7 @@ export function createTokenization(deps: TokenizationDeps) {
         if (!n.ok) throw invalid(`fields[${i}] (${specs[i]!.name}): ${n.reason}`);
         return n.value;
       });
+      await budget.take(ctx.identity, specs);
 
       const keks = new Map<string, Kek>();
       const rows: NewToken[] = [];
@@ -171,7 +176,21 @@ export function createTokenization(deps: TokenizationDeps) {
       try {
         const { tokenIds } = await deps.commits.submit({
           tokens: rows,
-          log: [draft(ctx, "tokenize", { category: categories, detail: `fields=${req.fields.length}` })],
+          // One entry per token handed out, so the log answers "who created (or was handed) this token".
+          log: (_r, tokenIds) => {
+            const ids = out.map((o) => o.token);
+            rowOf.forEach((outIndex, r) => (ids[outIndex] = tokenIds[r]!));
+            const own = new Set(rows.map((row) => row.id));
+            const existing = new Set(tokenIds.filter((id) => !own.has(id)));
+            const seen = new Set<string>();
+            const drafts = ids.flatMap((token, i) => {
+              if (seen.has(token)) return [];
+              seen.add(token);
+              const detail = `fields=${req.fields.length}${existing.has(token) ? " existing" : ""}`;
+              return [draft(ctx, "tokenize", { category: out[i]!.category, token, detail })];
+            });
+            return drafts.length ? drafts : [draft(ctx, "tokenize", { category: categories, detail: `fields=${req.fields.length}` })];
+          },
         });
         // Deterministic tokens resolve to the id already holding the value.
         rowOf.forEach((outIndex, r) => (out[outIndex]!.token = tokenIds[r]!));
@@ -246,7 +265,8 @@ export function createTokenization(deps: TokenizationDeps) {
       const limit = policy.detokenizePerMinute(ctx.identity);
       const cvvIndex = new Map<string, number>(); // CVV token → the one item that may reveal it
       for (const [category, items] of allowedByCategory) {
-        const granted = await deps.rateLimiter.take(`${ctx.identity}:${category}`, limit, items.length);
+        // Keyed by policy caller, so two identities of one caller share one budget.
+        const granted = await deps.rateLimiter.take(`${policy.callerName(ctx.identity) ?? ctx.identity}:${category}`, limit, items.length);
         for (const { i } of items.slice(granted)) fail(i, category, "RESOURCE_EXHAUSTED", "rate budget exceeded");
         for (const { i, f } of items.slice(0, granted)) {
           const token = req.tokens[i]!;
@@ -382,6 +402,9 @@ export function createTokenization(deps: TokenizationDeps) {
 
   return { tokenize, detokenize, inspect, erase, eraseSubject };
 }
+
+/** Refusals the guard logs before throwing, with their outcome. */
+const REFUSALS: Record<string, string> = { PERMISSION_DENIED: "denied", INVALID_ARGUMENT: "invalid_argument", RESOURCE_EXHAUSTED: "rate_limited" };
 
 const OUTCOMES: Record<string, string> = {
   NOT_FOUND: "not_found",
