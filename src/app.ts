@@ -18,6 +18,7 @@ import { CommitQueue } from "./services/commit-queue";
 import { createKeyLifecycle } from "./services/key-lifecycle";
 import { Keyring } from "./services/keyring";
 import { PolicyHolder } from "./services/policy-holder";
+import { createTokenIntegrity } from "./services/token-integrity";
 import { createTokenization } from "./services/tokenization";
 import type { Db } from "./storage/db";
 import { createMemoryCvvStore } from "./storage/embedded/memory-cvv-store";
@@ -102,15 +103,18 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       log.info({ topology: target.kind }, "cache: Redis");
     }
 
-    const keyring = await Keyring.open(db, roots, registry.names(), config.keyCacheTtlMs, redis && createKeyChangeNotices(redis, config.redisPrefix));
-    cleanup.push(() => keyring.close());
-
     const metrics = new Metrics({
       categories: () => registry.names(),
       purposes: () => Object.keys(policy.get().doc.purposes),
       callerName: (identity) => policy.get().callerName(identity),
     });
     cleanup.push(() => metrics.close());
+
+    const keyring = await Keyring.open(db, roots, registry.names(), config.keyCacheTtlMs, redis && createKeyChangeNotices(redis, config.redisPrefix), (category, version) => {
+      metrics.integrityFailure("kek_state");
+      log.error({ category, version }, "integrity: a KEK version's state failed its MAC (edited in the database?); the version refuses all use");
+    });
+    cleanup.push(() => keyring.close());
     metrics.keyVersions(() => registry.names().flatMap((category) => keyring.versions(category).map((v) => ({ category, state: v.state }))));
     metrics.keyAges(() =>
       registry.names().flatMap((category) =>
@@ -153,7 +157,15 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       ? anchorFile(config.auditAnchorFile, (err) => log.error({ err: (err as Error).message, file: config.auditAnchorFile }, "audit checkpoint: cannot append to FIELDVAULT_AUDIT_ANCHOR_FILE"))
       : undefined;
     if (anchors) cleanup.push(() => anchors.flushed());
+    const integrity = createTokenIntegrity({
+      key: () => keyring.metadataKey(),
+      onFailure: (token) => {
+        metrics.integrityFailure("token");
+        log.error({ token }, "integrity: a token row's metadata failed its MAC (edited in the database?)");
+      },
+    });
     const commits = new CommitQueue(commitDb, {
+      integrity,
       chainId: `${config.instanceId}.${randomBytes(4).toString("hex")}`,
       signingKey,
       checkpointEvery: config.checkpointEvery,
@@ -201,10 +213,12 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       findTokens: tracer ? tracedLookup(tracer, lookup) : lookup,
       cvv: tracer ? tracedCvvStore(tracer, cvv) : cvv,
       rateLimiter: tracer ? tracedRateLimiter(tracer, rateLimiter) : rateLimiter,
+      integrity,
       instanceId: config.instanceId,
       maxBatch: config.maxBatch,
       cvvTtlSeconds: config.cvvTtlSeconds,
       onDetokenized: (e) => metrics.detokenized(e),
+      onDeterministicTokenize: (e) => metrics.deterministicTokenized(e),
     });
 
     const inFlight = new Set<Promise<unknown>>();
@@ -267,6 +281,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       instanceId: config.instanceId,
       cryptoperiodDays: config.cryptoperiodDays,
       cryptoperiodOverrides: config.cryptoperiodOverrides,
+      integrity,
     });
     // Rewrap progress is also a metric (dashboard: "rewrap progress").
     const keyLifecycle: typeof keyLifecycleService = {

@@ -3,6 +3,8 @@ import { sodium } from "./sodium";
 
 /** Every sealed blob starts with this byte, so a future format can be told apart. */
 export const FORMAT_V1 = 0x01;
+/** Same layout as v1; a value sealed as v2 has an AAD that also binds its row's metadata (see envelope.ts). */
+export const FORMAT_V2 = 0x02;
 const NONCE_BYTES = 24;
 export const KEY_BYTES = 32;
 
@@ -14,24 +16,33 @@ export class OpenError extends Error {
   }
 }
 
+/** From v2 the blob's format byte is authenticated too (prefixed to the AAD), so it cannot be flipped. */
+function boundAad(format: number, aad: Uint8Array): Uint8Array {
+  if (format === FORMAT_V1) return aad;
+  const out = new Uint8Array(aad.length + 1);
+  out[0] = format;
+  out.set(aad, 1);
+  return out;
+}
+
 /** XChaCha20-Poly1305-IETF; returns format byte ‖ nonce ‖ ciphertext+tag. The nonce is made here. */
-export function seal(key: Uint8Array, plaintext: Uint8Array, aad: Uint8Array): Uint8Array {
+export function seal(key: Uint8Array, plaintext: Uint8Array, aad: Uint8Array, format: number = FORMAT_V1): Uint8Array {
   const nonce = random(NONCE_BYTES);
-  const ct = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, aad, null, nonce, key);
+  const ct = sodium.crypto_aead_xchacha20poly1305_ietf_encrypt(plaintext, boundAad(format, aad), null, nonce, key);
   const blob = new Uint8Array(1 + NONCE_BYTES + ct.length);
-  blob[0] = FORMAT_V1;
+  blob[0] = format;
   blob.set(nonce, 1);
   blob.set(ct, 1 + NONCE_BYTES);
   return blob;
 }
 
 export function open(key: Uint8Array, blob: Uint8Array, aad: Uint8Array): Uint8Array {
-  if (blob.length < 1 + NONCE_BYTES + 16 || blob[0] !== FORMAT_V1) throw new OpenError();
+  if (blob.length < 1 + NONCE_BYTES + 16 || (blob[0] !== FORMAT_V1 && blob[0] !== FORMAT_V2)) throw new OpenError();
   try {
     return sodium.crypto_aead_xchacha20poly1305_ietf_decrypt(
       null,
       blob.subarray(1 + NONCE_BYTES),
-      aad,
+      boundAad(blob[0]!, aad),
       blob.subarray(1, 1 + NONCE_BYTES),
       key,
     );

@@ -40,3 +40,14 @@ export class DependencyError extends VaultError {
     super("UNAVAILABLE", `${dependency === "postgres" ? "database" : "cache"} unavailable`);
   }
 }
+
+/**
+ * Stored metadata failed its integrity check (a database writer edited a token row or a key
+ * state). Callers see only INTERNAL with a request id; the operator sees a metric and an ERROR line.
+ */
+export class IntegrityError extends VaultError {
+  constructor() {
+    super("INTERNAL", "stored metadata failed its integrity check");
+    this.name = "IntegrityError";
+  }
+}

@@ -15,14 +15,21 @@ const callerSchema = z.strictObject({
   key_admin: z.boolean().default(false),
   log_read: z.boolean().default(false),
   detokenize_per_minute: z.number().int().positive().optional(),
+  /** Tokenize budget per deterministic category (card_number, passport_number) a minute. */
+  tokenize_deterministic_per_minute: z.number().int().positive().optional(),
 });
 const policySchema = z.strictObject({
   purposes: z.record(name, z.string()),
   never_reveal_for: z.array(name).default([]),
   allow_detokenize_and_log_read: z.boolean().default(false),
-  rate_limits: z.strictObject({ detokenize_per_minute: z.number().int().positive().default(600) }).default({
-    detokenize_per_minute: 600,
-  }),
+  rate_limits: z
+    .strictObject({
+      detokenize_per_minute: z.number().int().positive().default(600),
+      // A deterministic token answers "is this value on file?": the budget bounds how fast a caller
+      // may ask (docs/security.md, "deterministic-token oracle").
+      tokenize_deterministic_per_minute: z.number().int().positive().default(10_000),
+    })
+    .default({ detokenize_per_minute: 600, tokenize_deterministic_per_minute: 10_000 }),
   callers: z.record(name, callerSchema),
 });
 
@@ -137,6 +144,10 @@ export class Policy {
 
   canReadLog(identity: string): boolean {
     return this.entry(identity)?.log_read ?? false;
+  }
+
+  tokenizeDeterministicPerMinute(identity: string): number {
+    return this.entry(identity)?.tokenize_deterministic_per_minute ?? this.doc.rate_limits.tokenize_deterministic_per_minute;
   }
 
   detokenizePerMinute(identity: string): number {

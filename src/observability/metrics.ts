@@ -37,6 +37,9 @@ export class Metrics {
   private readonly rewrapRemaining: Gauge;
   private readonly chainConflicts: Counter;
   private readonly checkpointRegressions: Counter;
+  private readonly integrityFailures: Counter<"kind">;
+  private readonly deterministicTokenize: Counter<"caller" | "category">;
+  private readonly unknownCallers: Counter;
   private server: Server | undefined;
 
   constructor(private readonly opts: MetricsOptions) {
@@ -106,6 +109,41 @@ export class Metrics {
       help: "Times the database held fewer checkpoints of the signing key than this instance had committed (deleted; alert on any)",
       registers,
     });
+    this.deterministicTokenize = new Counter({
+      name: "fieldvault_deterministic_tokenize_fields_total",
+      help: "Deterministic-category fields tokenized, by policy caller and category (alert on bursts: an enumeration oracle)",
+      labelNames: ["caller", "category"],
+      registers,
+    });
+    this.unknownCallers = new Counter({
+      name: "fieldvault_unknown_caller_denials_total",
+      help: "Calls refused because the caller identity is not in the policy",
+      registers,
+    });
+    this.integrityFailures = new Counter({
+      name: "fieldvault_integrity_failures_total",
+      help: "Stored metadata that failed its MAC (kind: token row or KEK state): a database writer edited it",
+      labelNames: ["kind"],
+      registers,
+    });
+  }
+
+  /** Deterministic fields a caller tokenized (the "is this value on file?" oracle's volume). */
+  deterministicTokenized(e: { identity: string; category: string; fields: number }): void {
+    const categories = new Set(this.opts.categories());
+    this.deterministicTokenize.inc(
+      { caller: this.opts.callerName(e.identity) ?? "unknown", category: categories.has(e.category) ? e.category : OTHER },
+      e.fields,
+    );
+  }
+
+  /** A call refused because its identity is not in the policy (the log aggregates these). */
+  unknownCaller(): void {
+    this.unknownCallers.inc();
+  }
+
+  integrityFailure(kind: "token" | "kek_state"): void {
+    this.integrityFailures.inc({ kind });
   }
 
   /** A finished gRPC call (CallHooks.onDone). */

@@ -45,7 +45,7 @@ export function tracedLookup<A extends unknown[], R>(tracer: Tracer, find: (...a
 }
 
 export function tracedCvvStore(tracer: Tracer, cvv: CvvStore): CvvStore {
-  return traceMethods(tracer, cvv, "redis.cvv", ["put", "peek", "take", "remove"], (_m, args) => ({ "db.system": "redis", "fieldvault.items": count(args[0]) }));
+  return traceMethods(tracer, cvv, "redis.cvv", ["put", "peek", "remove"], (_m, args) => ({ "db.system": "redis", "fieldvault.items": count(args[0]) }));
 }
 
 export function tracedRateLimiter(tracer: Tracer, limiter: RateLimiter): RateLimiter {

@@ -1,9 +1,9 @@
 import { chain, type ChainedEntry, GENESIS_HASH, type LogDraft } from "../domain/access-log";
 import type { LiveLogState, SignedCheckpointV2 } from "../domain/checkpoint";
-import { VaultError } from "../domain/errors";
+import { IntegrityError, VaultError } from "../domain/errors";
 import type { SigningKey } from "../crypto/signing";
 import { isOutage, type Queryable } from "../storage/db";
-import type { NewToken } from "../storage/ports";
+import type { NewToken, TokenIntegrity } from "../storage/ports";
 import { insertTokens } from "../storage/postgres/token-store";
 import { insertLogEntries } from "../storage/postgres/log-store";
 import { type AbandonedChain, type CheckpointDraft, CheckpointSealer, type SealerHooks } from "./checkpoint-sealer";
@@ -13,7 +13,7 @@ import { type AbandonedChain, type CheckpointDraft, CheckpointSealer, type Seale
  * made durable: fail closed with UNAVAILABLE. Domain errors raised by a job's own work pass through.
  */
 function asUnavailable(err: unknown): unknown {
-  if (err instanceof VaultError && err.code !== "INTERNAL") return err;
+  if (err instanceof VaultError && (err.code !== "INTERNAL" || err instanceof IntegrityError)) return err;
   return Object.assign(new VaultError("UNAVAILABLE", "access log unavailable: nothing was revealed or stored"), { cause: err });
 }
 
@@ -74,6 +74,8 @@ export interface CommitQueueOptions {
   checkpoints?: SealerHooks;
   /** A flush collided with a row someone else wrote at this writer's next chain position. */
   onConflict?: (e: { chainId: string; chainSeq: number }) => void;
+  /** MACs new token rows and checks existing ones a deterministic insert resolves to. */
+  integrity?: TokenIntegrity;
 }
 
 /**
@@ -181,7 +183,7 @@ export class CommitQueue {
     } catch (err) {
       if (err === REQUEUE) {
         this.queue.unshift(...batch);
-      } else if (batch.length > 1 && !isOutage(err) && !(err instanceof VaultError)) {
+      } else if (batch.length > 1 && !isOutage(err) && (!(err instanceof VaultError) || err instanceof IntegrityError)) {
         // A statement failed for one job's data: isolate it instead of failing its neighbours.
         for (const p of batch) {
           await this.flush([p]).catch((e) => (e === REQUEUE ? this.queue.unshift(p) : p.reject(asUnavailable(e))));
@@ -257,7 +259,7 @@ export class CommitQueue {
             // pipelined flushes. What still overlaps is its log insert and COMMIT with our work.
             await prev.built;
             const allTokens = batch.flatMap((p) => p.job.tokens ?? []);
-            const ids = await insertTokens(tx, allTokens);
+            const ids = await insertTokens(tx, allTokens, this.opts.integrity);
             const results: Committed<unknown>[] = [];
             let at = 0;
             for (const p of batch) {

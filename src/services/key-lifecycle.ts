@@ -1,6 +1,8 @@
 import { randomBytes } from "node:crypto";
 import { newKey } from "../crypto/aead";
-import { type Kek, rewrapDek } from "../crypto/envelope";
+import type { Kek } from "../crypto/envelope";
+import type { TokenIntegrity } from "../storage/ports";
+import { upgradeOnRewrap } from "./rewrap-upgrade";
 import { type RootKey, unwrapKek, unwrapSecret, wrapKek, wrapSecret } from "../crypto/root-key";
 import { type LogDraft, logDraft } from "../domain/access-log";
 import type { CategoryRegistry } from "../domain/categories";
@@ -45,7 +47,9 @@ export const AUTO_ROTATE_IDENTITY = "fieldvault:auto-rotate";
 export interface KeyLifecycleDeps {
   registry: Pick<CategoryRegistry, "names" | "get">;
   policy: () => Policy;
-  keyring: Pick<Keyring, "reload" | "material" | "rootKeys" | "wrappingRoot">;
+  keyring: Pick<Keyring, "reload" | "material" | "rootKeys" | "wrappingRoot" | "fingerprintKey" | "stateMac">;
+  /** Checks a row's metadata MAC before re-wrapping it, and makes the new one. */
+  integrity?: TokenIntegrity;
   commits: Pick<CommitQueue, "submit" | "append">;
   /** Reads outside a transaction (ListKeys, counts). */
   db: Queryable;
@@ -238,8 +242,8 @@ export function createKeyLifecycle(deps: KeyLifecycleDeps) {
     const wrappedKey = await viaRoot(wrapKek(root, category, version, kek));
     kek.fill(0);
     // Demote first: the unique index allows one active version per category.
-    if (active) await setKekState(tx, category, active.version, "decrypt_only");
-    await insertKekVersion(tx, { category, version, wrappedKey, rootKeyId: root.id });
+    if (active) await setKekState(tx, category, active.version, "decrypt_only", deps.keyring.stateMac(category, active.version, "decrypt_only"));
+    await insertKekVersion(tx, { category, version, wrappedKey, rootKeyId: root.id, stateMac: deps.keyring.stateMac(category, version, "active") });
     await notifyKeyChange(tx, category);
     return { category, activeVersion: version, previousVersion: active?.version ?? 0 };
   }
@@ -272,13 +276,13 @@ export function createKeyLifecycle(deps: KeyLifecycleDeps) {
     const empty = { rewrapped: 0, remaining: 0, to: active.version, from: [], failed: [] };
     if (!to || fromKeks.size < from.length) return { ...empty, needKeys: true };
     const claimed = (await claimRewrapBatch(tx, category, from, limit + failed.length)).filter((c) => !failed.includes(c.id)).slice(0, limit);
-    const updated: { id: string; wrappedDek: Uint8Array }[] = [];
+    const updated: Parameters<typeof storeRewrapped>[2][number][] = [];
     const newlyFailed: string[] = [];
     for (const c of claimed) {
       try {
-        updated.push({ id: c.id, wrappedDek: rewrapDek(fromKeks.get(c.kekVersion)!, to, c.id, category, c.wrappedDek) });
+        updated.push(upgradeOnRewrap({ registry: deps.registry, keyring: deps.keyring, integrity: deps.integrity }, fromKeks.get(c.kekVersion)!, to, c));
       } catch {
-        newlyFailed.push(c.id); // a damaged wrapped DEK stays as it is, for an operator to look at
+        newlyFailed.push(c.id); // a damaged wrapped DEK or tampered row stays as it is, for an operator to look at
       }
     }
     const rewrapped = await storeRewrapped(tx, active.version, updated);
@@ -373,7 +377,7 @@ export function createKeyLifecycle(deps: KeyLifecycleDeps) {
             throw precondition(`key version ${version} is the active version of ${category}; rotate first, then retire it`);
           }
           if (row.state !== target) {
-            await setKekState(tx, category, version, target);
+            await setKekState(tx, category, version, target, deps.keyring.stateMac(category, version, target));
             await notifyKeyChange(tx, category);
           }
           return { category, version, state: target, previous: row.state };
@@ -449,7 +453,7 @@ export function createKeyLifecycle(deps: KeyLifecycleDeps) {
             throw precondition(`destroy request ${r.id} is older than 24 hours; file a new one`);
           }
           const tokens = await checkDestroyable(tx, category, version, shred);
-          await destroyKek(tx, category, version);
+          await destroyKek(tx, category, version, deps.keyring.stateMac(category, version, "destroyed"));
           await approveDestroyRequest(tx, r.id, ctx.identity);
           await notifyKeyChange(tx, category);
           return { status: "DESTROYED" as const, approvalId: r.id, tokensShredded: tokens, requestedBy: r.requestedBy };

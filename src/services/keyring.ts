@@ -2,7 +2,8 @@ import { newKey } from "../crypto/aead";
 import type { Kek } from "../crypto/envelope";
 import { fingerprintKey } from "../crypto/fingerprint";
 import { type RootKey, RootKeyUnavailableError, unwrapKek, unwrapSecret, wrapKek, wrapSecret } from "../crypto/root-key";
-import { VaultError } from "../domain/errors";
+import { kekStateMac, verifyKekState } from "../crypto/metadata-mac";
+import { IntegrityError, VaultError } from "../domain/errors";
 import type { RootKeyring } from "../config/root-keys";
 import type { Db } from "../storage/db";
 import {
@@ -11,11 +12,15 @@ import {
   insertSecret,
   KEY_CHANGE_CHANNEL,
   type KekRow,
+  type KeyState,
   listKekRows,
+  setKekStateMac,
 } from "../storage/postgres/key-store";
 import type { KeyChangeNotices } from "../storage/redis/key-notices";
 
 export const FINGERPRINT_SECRET = "fingerprint-master";
+/** Keys the MACs over token metadata and KEK states (crypto/metadata-mac.ts). */
+export const METADATA_SECRET = "metadata-mac";
 
 /** The root key's device (HSM) failed: UNAVAILABLE, and nothing changed. Keys already in memory keep working. */
 export class RootKeyDown extends VaultError {
@@ -37,6 +42,8 @@ export async function viaRoot<T>(call: Promise<T>): Promise<T> {
 
 interface Loaded extends KekRow {
   key?: Uint8Array;
+  /** The row's state failed its MAC. */
+  tampered?: boolean;
 }
 
 /**
@@ -48,12 +55,15 @@ interface Loaded extends KekRow {
 export class Keyring {
   private byCategory = new Map<string, Loaded[]>();
   private fpKeys = new Map<string, Uint8Array>();
+  private metaKey: Uint8Array | undefined;
   private timer: NodeJS.Timeout | undefined;
   private unlisten: (() => Promise<void>) | undefined;
   private refreshing: Promise<void> | undefined;
   private currentRoot: string | undefined;
   private unsubscribe: (() => Promise<void>) | undefined;
   private notices: KeyChangeNotices | undefined;
+  private readonly reported = new Set<string>();
+  private onStateTampered: ((category: string, version: number) => void) | undefined;
 
   private constructor(
     private readonly db: Db,
@@ -61,9 +71,17 @@ export class Keyring {
     private readonly categories: readonly string[],
   ) {}
 
-  static async open(db: Db, roots: RootKeyring, categories: readonly string[], cacheTtlMs: number, notices?: KeyChangeNotices): Promise<Keyring> {
+  static async open(
+    db: Db,
+    roots: RootKeyring,
+    categories: readonly string[],
+    cacheTtlMs: number,
+    notices?: KeyChangeNotices,
+    onStateTampered?: (category: string, version: number) => void,
+  ): Promise<Keyring> {
     const k = new Keyring(db, roots, categories);
     k.notices = notices;
+    k.onStateTampered = onStateTampered;
     await k.bootstrap();
     await k.refresh();
     k.timer = setInterval(() => void k.refresh().catch(() => undefined), cacheTtlMs);
@@ -77,19 +95,41 @@ export class Keyring {
     return this.roots;
   }
 
-  /** Creates v1 of every category and the fingerprint master key on first start. */
+  /**
+   * Creates the fingerprint master key, the metadata MAC key and v1 of every category on first
+   * start. The instance that creates the metadata key (first start of a version with KEK state
+   * MACs) MACs the states already there, once; after that a KEK row without a valid MAC is refused.
+   */
   private async bootstrap(): Promise<void> {
     const secret = await getSecret(this.db, FINGERPRINT_SECRET);
     const root = (secret && this.roots.byId.get(secret.rootKeyId)) || this.roots.active;
-    const existing = new Set((await listKekRows(this.db)).map((r) => r.category));
+    if (!secret) await insertSecret(this.db, FINGERPRINT_SECRET, await viaRoot(wrapSecret(root, FINGERPRINT_SECRET, newKey())), root.id);
+    const wrapping = (await getSecret(this.db, FINGERPRINT_SECRET))!;
+    const metaRoot = this.roots.byId.get(wrapping.rootKeyId) ?? root;
+    let meta = await getSecret(this.db, METADATA_SECRET);
+    let created = false;
+    if (!meta) {
+      const mine = await viaRoot(wrapSecret(metaRoot, METADATA_SECRET, newKey()));
+      await insertSecret(this.db, METADATA_SECRET, mine, metaRoot.id);
+      meta = (await getSecret(this.db, METADATA_SECRET))!;
+      created = Buffer.compare(Buffer.from(meta.wrapped), Buffer.from(mine)) === 0;
+    }
+    this.metaKey = await viaRoot(unwrapSecret(this.root(meta.rootKeyId), METADATA_SECRET, meta.wrapped));
+    const rows = await listKekRows(this.db);
+    if (created) {
+      for (const r of rows) if (!r.stateMac) await setKekStateMac(this.db, r.category, r.version, this.stateMac(r.category, r.version, r.state));
+    }
+    const existing = new Set(rows.map((r) => r.category));
     for (const category of this.categories) {
       if (existing.has(category)) continue;
       const kek = newKey();
-      await insertFirstKek(this.db, category, await viaRoot(wrapKek(root, category, 1, kek)), root.id);
+      await insertFirstKek(this.db, category, await viaRoot(wrapKek(root, category, 1, kek)), root.id, this.stateMac(category, 1, "active"));
     }
-    if (!(await getSecret(this.db, FINGERPRINT_SECRET))) {
-      await insertSecret(this.db, FINGERPRINT_SECRET, await viaRoot(wrapSecret(root, FINGERPRINT_SECRET, newKey())), root.id);
-    }
+  }
+
+  /** The MAC a KEK version's state row must carry. */
+  stateMac(category: string, version: number, state: KeyState): Uint8Array {
+    return kekStateMac(this.metadataKey(), { category, version, state });
   }
 
   private root(id: string | null) {
@@ -139,7 +179,14 @@ export class Keyring {
         key = old?.key ?? (await viaRoot(unwrapKek(this.root(row.rootKeyId), row.category, row.version, row.wrappedKey)));
       }
       const list = next.get(row.category) ?? [];
-      list.push({ ...row, key });
+      // A state edited in the database (no valid MAC) is not believed: the version refuses all use.
+      const tampered = !verifyKekState(this.metadataKey(), row, row.stateMac);
+      if (tampered) {
+        const mark = `${row.category}:${row.version}:${row.state}`;
+        if (!this.reported.has(mark)) this.onStateTampered?.(row.category, row.version);
+        this.reported.add(mark);
+      }
+      list.push({ ...row, key, tampered });
       next.set(row.category, list);
     }
     const secret = await getSecret(this.db, FINGERPRINT_SECRET);
@@ -162,7 +209,7 @@ export class Keyring {
 
   /** The version that encrypts new values. */
   active(category: string): Kek {
-    const v = this.byCategory.get(category)?.find((r) => r.state === "active");
+    const v = this.byCategory.get(category)?.find((r) => r.state === "active" && !r.tampered);
     if (!v?.key) throw new VaultError("FAILED_PRECONDITION", `category ${category} has no active key`);
     return { version: v.version, key: v.key };
   }
@@ -171,6 +218,7 @@ export class Keyring {
   forDecrypt(category: string, version: number): Kek {
     const v = this.byCategory.get(category)?.find((r) => r.version === version);
     if (!v) throw new VaultError("INTERNAL", "unknown key version");
+    if (v.tampered) throw new IntegrityError();
     if (v.state === "disabled") throw new VaultError("FAILED_PRECONDITION", `key version ${version} of ${category} is disabled`);
     if (v.state === "destroyed" || !v.key) {
       throw new VaultError("FAILED_PRECONDITION", `key version ${version} of ${category} was destroyed; the value is unrecoverable`);
@@ -184,8 +232,14 @@ export class Keyring {
     return k;
   }
 
+  /** The key of the MACs over stored metadata (token rows, KEK states). */
+  metadataKey(): Uint8Array {
+    if (!this.metaKey) throw new VaultError("INTERNAL", "no metadata key");
+    return this.metaKey;
+  }
+
   versions(category: string): readonly Omit<Loaded, "key" | "wrappedKey">[] {
-    return (this.byCategory.get(category) ?? []).map(({ key: _k, wrappedKey: _w, ...rest }) => rest);
+    return (this.byCategory.get(category) ?? []).map(({ key: _k, wrappedKey: _w, tampered: _t, ...rest }) => rest);
   }
 
   async close(): Promise<void> {

@@ -1,19 +1,21 @@
-import { type Kek, openValue, sealValue } from "../crypto/envelope";
+import { cvvBinding, fingerprintBinding, type Kek, openValue, sealValue } from "../crypto/envelope";
 import { fingerprint } from "../crypto/fingerprint";
 import { isWellFormedToken, newToken } from "../crypto/tokens";
 import { type LogDraft, logDraft } from "../domain/access-log";
 import type { CategoryRegistry, MaskedView } from "../domain/categories";
 import type { CallContext } from "../domain/context";
-import { DependencyError, denied, invalid, VaultError } from "../domain/errors";
+import { DependencyError, denied, IntegrityError, invalid, VaultError } from "../domain/errors";
 import type { Policy } from "../domain/policy";
 import type { Queryable } from "../storage/db";
-import type { CvvRecord, CvvStore, NewToken, RateLimiter, TokenRecord } from "../storage/ports";
+import type { CvvRecord, CvvStore, NewToken, RateLimiter, TokenIntegrity, TokenRecord } from "../storage/ports";
 import { deleteSubject, deleteTokens } from "../storage/postgres/token-store";
 import type { CommitQueue } from "./commit-queue";
+import { CVV_MAX_TTL_SECONDS, createCvvSingleUse, openCvv } from "./cvv-single-use";
 import type { Keyring } from "./keyring";
+import { createTokenizeBudget } from "./tokenize-budget";
 import { batchLookups } from "./lookup-batcher";
 
-export const CVV_MAX_TTL_SECONDS = 3600;
+export { CVV_MAX_TTL_SECONDS };
 const MAX_TTL_SECONDS = 10 * 365 * 24 * 3600;
 const MAX_TEXT = 512;
 
@@ -23,6 +25,8 @@ export interface TokenizationDeps {
   keyring: Pick<Keyring, "active" | "forDecrypt" | "fingerprintKey">;
   commits: Pick<CommitQueue, "submit" | "append">;
   findTokens: (ids: readonly string[]) => Promise<Map<string, TokenRecord>>;
+  /** Checks each stored row's metadata MAC before the vault acts on it. */
+  integrity: Pick<TokenIntegrity, "intact">;
   cvv: CvvStore;
   rateLimiter: RateLimiter;
   instanceId: string;
@@ -31,6 +35,8 @@ export interface TokenizationDeps {
   now?: () => Date;
   /** Told about each detokenize item once its log entry committed (metrics); never given a value. */
   onDetokenized?: (e: { identity: string; category: string; purpose: string; outcome: string }) => void;
+  /** Told how many deterministic fields a caller's tokenize took from its budget (metrics). */
+  onDeterministicTokenize?: (e: { identity: string; category: string; fields: number }) => void;
 }
 
 export interface TokenizedField {
@@ -51,9 +57,12 @@ interface Found {
   wrappedDek: Uint8Array;
   ciphertext: Uint8Array;
   masked?: MaskedView;
+  fingerprint?: Uint8Array | null;
   createdAt: Date;
   expiresAt: Date | null;
   inRedis: boolean;
+  /** False when a PostgreSQL row's metadata failed its MAC: nothing about it may be trusted. */
+  intact: boolean;
 }
 
 const utf8 = new TextEncoder();
@@ -76,6 +85,8 @@ export function createTokenization(deps: TokenizationDeps) {
   // Concurrent calls' lookups share one query.
   const findTokens = batchLookups(deps.findTokens);
   const now = deps.now ?? (() => new Date());
+  const cvvOnce = createCvvSingleUse({ cvv: deps.cvv });
+  const budget = createTokenizeBudget({ policy: deps.policy, rateLimiter: deps.rateLimiter, onVolume: deps.onDeterministicTokenize });
 
   const draft = (ctx: CallContext, action: string, fields: Partial<LogDraft> = {}): LogDraft =>
     logDraft(ctx, deps.instanceId, now(), action, fields);
@@ -89,8 +100,8 @@ export function createTokenization(deps: TokenizationDeps) {
       if (deps.policy().callerName(ctx.identity) === undefined) throw denied(`caller ${ctx.identity} is not in the policy`);
       return await body();
     } catch (err) {
-      if (err instanceof VaultError && (err.code === "PERMISSION_DENIED" || err.code === "INVALID_ARGUMENT")) {
-        const outcome = err.code === "PERMISSION_DENIED" ? "denied" : "invalid_argument";
+      if (err instanceof VaultError && err.code in REFUSALS) {
+        const outcome = REFUSALS[err.code]!;
         await deps.commits.append([draft(ctx, action, { outcome, detail: err.message })]).catch(() => undefined);
       }
       throw err;
@@ -118,6 +129,7 @@ export function createTokenization(deps: TokenizationDeps) {
         if (!n.ok) throw invalid(`fields[${i}] (${specs[i]!.name}): ${n.reason}`);
         return n.value;
       });
+      await budget.take(ctx.identity, specs);
 
       const keks = new Map<string, Kek>();
       const rows: NewToken[] = [];
@@ -130,23 +142,26 @@ export function createTokenization(deps: TokenizationDeps) {
         keks.set(spec.name, kek);
         const id = newToken();
         const plain = utf8.encode(value);
-        const sealed = sealValue(kek, id, spec.name, plain);
-        plain.fill(0);
         const masked = spec.mask(value, at);
         if (spec.storage === "redis") {
           const ttl = Math.min(req.ttlSeconds || deps.cvvTtlSeconds, CVV_MAX_TTL_SECONDS);
           const expiresAt = new Date(at.getTime() + ttl * 1000);
+          const sealed = sealValue(kek, id, spec.name, plain, cvvBinding(at, expiresAt));
+          plain.fill(0);
           cvvs.push({ token: id, record: { ...sealed, createdAt: at, expiresAt } });
           out.push({ token: id, category: spec.name, masked, expiresAt });
           return;
         }
+        const fp = spec.tokenKind === "deterministic" ? fingerprint(deps.keyring.fingerprintKey(spec.name), plain) : null;
+        const sealed = sealValue(kek, id, spec.name, plain, fingerprintBinding(fp));
+        plain.fill(0);
         const expiresAt = req.ttlSeconds ? new Date(at.getTime() + req.ttlSeconds * 1000) : null;
         rowOf.push(out.length);
         rows.push({
           id,
           category: spec.name,
           ...sealed,
-          fingerprint: spec.tokenKind === "deterministic" ? fingerprint(deps.keyring.fingerprintKey(spec.name), utf8.encode(value)) : null,
+          fingerprint: fp,
           masked,
           createdAt: at,
           expiresAt,
@@ -161,7 +176,21 @@ export function createTokenization(deps: TokenizationDeps) {
       try {
         const { tokenIds } = await deps.commits.submit({
           tokens: rows,
-          log: [draft(ctx, "tokenize", { category: categories, detail: `fields=${req.fields.length}` })],
+          // One entry per token handed out, so the log answers "who created (or was handed) this token".
+          log: (_r, tokenIds) => {
+            const ids = out.map((o) => o.token);
+            rowOf.forEach((outIndex, r) => (ids[outIndex] = tokenIds[r]!));
+            const own = new Set(rows.map((row) => row.id));
+            const existing = new Set(tokenIds.filter((id) => !own.has(id)));
+            const seen = new Set<string>();
+            const drafts = ids.flatMap((token, i) => {
+              if (seen.has(token)) return [];
+              seen.add(token);
+              const detail = `fields=${req.fields.length}${existing.has(token) ? " existing" : ""}`;
+              return [draft(ctx, "tokenize", { category: out[i]!.category, token, detail })];
+            });
+            return drafts.length ? drafts : [draft(ctx, "tokenize", { category: categories, detail: `fields=${req.fields.length}` })];
+          },
         });
         // Deterministic tokens resolve to the id already holding the value.
         rowOf.forEach((outIndex, r) => (out[outIndex]!.token = tokenIds[r]!));
@@ -184,12 +213,12 @@ export function createTokenization(deps: TokenizationDeps) {
   ): Promise<Map<string, Found> & { cacheDown?: boolean }> {
     const wellFormed = [...new Set(tokens.filter(isWellFormedToken))];
     const found: Map<string, Found> & { cacheDown?: boolean } = new Map<string, Found>();
-    for (const [id, r] of await findTokens(wellFormed)) found.set(id, { ...r, inRedis: false });
+    for (const [id, r] of await findTokens(wellFormed)) found.set(id, { ...r, inRedis: false, intact: deps.integrity.intact(r) });
     const rest = wellFormed.filter((t) => !found.has(t));
     if (rest.length) {
       try {
         for (const [id, r] of await deps.cvv.peek(rest)) {
-          found.set(id, { ...r, category: "card_cvv", inRedis: true });
+          found.set(id, { ...r, category: "card_cvv", inRedis: true, intact: true });
         }
       } catch (err) {
         if (!tolerateCacheOutage || !(err instanceof DependencyError)) throw err;
@@ -224,6 +253,7 @@ export function createTokenization(deps: TokenizationDeps) {
         const f = found.get(token);
         if (!f && found.cacheDown && isWellFormedToken(token)) return fail(i, "", "UNAVAILABLE", "token store unavailable", "unavailable");
         if (!f) return fail(i, "", "NOT_FOUND", "unknown or erased token");
+        if (!f.intact) return fail(i, "", "INTERNAL", "value could not be decrypted");
         if (!policy.isPurpose(req.purpose) || !policy.canDetokenize(ctx.identity, f.category, req.purpose)) {
           return fail(i, f.category, "PERMISSION_DENIED", `purpose ${policy.isPurpose(req.purpose) ? req.purpose : "(undeclared)"} does not allow ${f.category} for this caller`);
         }
@@ -233,23 +263,32 @@ export function createTokenization(deps: TokenizationDeps) {
         allowedByCategory.set(f.category, list);
       });
       const limit = policy.detokenizePerMinute(ctx.identity);
+      const cvvIndex = new Map<string, number>(); // CVV token → the one item that may reveal it
       for (const [category, items] of allowedByCategory) {
-        const granted = await deps.rateLimiter.take(`${ctx.identity}:${category}`, limit, items.length);
+        // Keyed by policy caller, so two identities of one caller share one budget.
+        const granted = await deps.rateLimiter.take(`${policy.callerName(ctx.identity) ?? ctx.identity}:${category}`, limit, items.length);
         for (const { i } of items.slice(granted)) fail(i, category, "RESOURCE_EXHAUSTED", "rate budget exceeded");
         for (const { i, f } of items.slice(0, granted)) {
           const token = req.tokens[i]!;
           try {
-            let env: Found | undefined = f;
+            const kek = deps.keyring.forDecrypt(category, f.kekVersion);
+            let plain: Uint8Array;
             if (f.inRedis) {
-              const taken = await deps.cvv.take(token);
-              env = taken && { ...taken, category, inRedis: true };
+              // Single use: a second item of this call naming the same CVV gets nothing.
+              if (cvvIndex.has(token)) {
+                fail(i, category, "NOT_FOUND", "unknown or erased token");
+                continue;
+              }
+              const opened = openCvv(kek, token, { ...f, expiresAt: f.expiresAt! }, at);
+              if (!opened.ok) {
+                fail(i, category, opened.code, opened.message, opened.outcome);
+                continue;
+              }
+              cvvIndex.set(token, i);
+              plain = opened.plain;
+            } else {
+              plain = openValue(kek, token, category, f, fingerprintBinding(f.fingerprint));
             }
-            if (!env) {
-              fail(i, category, "NOT_FOUND", "unknown or erased token");
-              continue;
-            }
-            const kek = deps.keyring.forDecrypt(category, env.kekVersion);
-            const plain = openValue(kek, token, category, env);
             results[i] = { token, category, ok: true, value: utf8d.decode(plain) };
             plain.fill(0);
           } catch (err) {
@@ -260,8 +299,9 @@ export function createTokenization(deps: TokenizationDeps) {
         }
       }
 
-      // Durable before reveal: values leave only after these entries are committed.
-      await deps.commits.append(
+      // Durable before reveal: values leave only after these entries are committed. A CVV is
+      // marked consumed in the same transaction; one already marked is withheld (and logged so).
+      const drafts = () =>
         results.map((r, i) =>
           draft(ctx, "detokenize", {
             category: r.category,
@@ -271,8 +311,19 @@ export function createTokenization(deps: TokenizationDeps) {
             outcome: outcomes[i]!,
             detail: r.ok ? "" : r.message,
           }),
-        ),
-      );
+        );
+      const cvvTokens = [...cvvIndex.keys()];
+      if (cvvTokens.length === 0) await deps.commits.append(drafts());
+      else {
+        await deps.commits.submit({
+          work: cvvOnce.consume(cvvTokens),
+          log: (fresh) => {
+            for (const [token, i] of cvvIndex) if (!fresh?.has(token)) fail(i, "card_cvv", "NOT_FOUND", "unknown or erased token");
+            return drafts();
+          },
+        });
+        await cvvOnce.discard(cvvTokens);
+      }
       results.forEach((r, i) => deps.onDetokenized?.({ identity: ctx.identity, category: r.category, purpose: req.purpose, outcome: outcomes[i]! }));
       return results;
     });
@@ -287,6 +338,7 @@ export function createTokenization(deps: TokenizationDeps) {
       const items = req.tokens.map((token): InspectItem => {
         const f = found.get(token);
         if (!f) return { token, ok: false, code: "NOT_FOUND", message: "unknown or erased token" };
+        if (!f.intact) return { token, ok: false, code: "INTERNAL", message: "token could not be read" };
         if (!policy.canInspect(ctx.identity, f.category)) {
           return { token, ok: false, code: "PERMISSION_DENIED", message: `may not inspect ${f.category}` };
         }
@@ -294,7 +346,7 @@ export function createTokenization(deps: TokenizationDeps) {
         let masked = f.masked ?? spec?.mask("", at) ?? { display: "", brand: "", last: "", expired: false };
         if (spec?.dynamicMask) {
           try {
-            const plain = openValue(deps.keyring.forDecrypt(f.category, f.kekVersion), token, f.category, f);
+            const plain = openValue(deps.keyring.forDecrypt(f.category, f.kekVersion), token, f.category, f, fingerprintBinding(f.fingerprint));
             masked = spec.mask(utf8d.decode(plain), at);
             plain.fill(0);
           } catch (err) {
@@ -315,6 +367,7 @@ export function createTokenization(deps: TokenizationDeps) {
       const policy = deps.policy();
       const found = await lookup(req.tokens);
       for (const [token, f] of found) {
+        if (!f.intact) throw new IntegrityError();
         if (!policy.canDelete(ctx.identity, f.category)) throw denied(`tokens: may not delete ${f.category} (${token})`);
       }
       const redisTokens = [...found].filter(([, f]) => f.inRedis).map(([t]) => t);
@@ -349,6 +402,9 @@ export function createTokenization(deps: TokenizationDeps) {
 
   return { tokenize, detokenize, inspect, erase, eraseSubject };
 }
+
+/** Refusals the guard logs before throwing, with their outcome. */
+const REFUSALS: Record<string, string> = { PERMISSION_DENIED: "denied", INVALID_ARGUMENT: "invalid_argument", RESOURCE_EXHAUSTED: "rate_limited" };
 
 const OUTCOMES: Record<string, string> = {
   NOT_FOUND: "not_found",

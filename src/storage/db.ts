@@ -1,3 +1,5 @@
+import { VaultError } from "../domain/errors";
+
 /** The SQL surface every store uses; implemented by `pg` (postgres/) and PGlite (embedded/). */
 export interface QueryResult<R> {
   rows: R[];
@@ -25,6 +27,8 @@ export interface Db extends Queryable {
 const LOGIC_CLASSES = ["22", "23", "42", "P0", "2B", "25", "0A"];
 
 export function isOutage(err: unknown): boolean {
+  // A domain error raised by a transaction's own work (e.g. an integrity check) is not an outage.
+  if (err instanceof VaultError) return err.code === "UNAVAILABLE";
   const code = (err as { code?: unknown })?.code;
   if (typeof code === "string" && /^[0-9A-Z]{5}$/.test(code)) return !LOGIC_CLASSES.includes(code.slice(0, 2));
   return true;

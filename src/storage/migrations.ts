@@ -133,6 +133,25 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
       CREATE INDEX log_checkpoints_key_number ON log_checkpoints (key_id, number) WHERE version = 2;
     `,
   },
+  {
+    version: 20,
+    name: "consumed CVV markers (single use that does not trust Redis)",
+    sql: `
+      CREATE TABLE cvv_consumed (
+        token text PRIMARY KEY,
+        consumed_at timestamptz NOT NULL DEFAULT now()
+      );
+      CREATE INDEX cvv_consumed_at ON cvv_consumed (consumed_at);
+    `,
+  },
+  {
+    version: 21,
+    name: "metadata MACs on token rows and KEK states",
+    sql: `
+      ALTER TABLE tokens ADD COLUMN meta_mac bytea;
+      ALTER TABLE kek_versions ADD COLUMN state_mac bytea;
+    `,
+  },
 ];
 
 const MIGRATION_LOCK = 0x66766d67; // "fvmg"

@@ -10,11 +10,20 @@ export interface TokenRecord {
   readonly masked: MaskedView;
   readonly createdAt: Date;
   readonly expiresAt: Date | null;
+  /** Keyed fingerprint for deterministic categories, else null (bound into a v2 value's AAD). */
+  readonly fingerprint: Uint8Array | null;
+  /** MAC over the metadata columns (null only on legacy v1 rows); see services/token-integrity.ts. */
+  readonly metaMac?: Uint8Array | null;
+}
+
+/** Checks and makes the MAC over a token row's metadata (category, fingerprint, mask, times, KEK version). */
+export interface TokenIntegrity {
+  mac(r: Omit<TokenRecord, "wrappedDek" | "ciphertext" | "metaMac">): Uint8Array;
+  /** True when the row's MAC is valid, or it is a legacy v1 row that never had one. Reports failures. */
+  intact(r: TokenRecord): boolean;
 }
 
 export interface NewToken extends TokenRecord {
-  /** Keyed fingerprint for deterministic categories, else null. */
-  readonly fingerprint: Uint8Array | null;
   readonly subjectRef: string | null;
 }
 
@@ -29,10 +38,11 @@ export interface CvvRecord {
 
 export interface CvvStore {
   put(entries: readonly { token: string; record: CvvRecord }[]): Promise<void>;
-  /** Reads without consuming (category and policy checks come before the reveal). */
+  /**
+   * Reads without consuming. Single use is not Redis's job: a reveal records the token in
+   * PostgreSQL (cvv_consumed) in the transaction of its log entry, and only then removes it here.
+   */
   peek(tokens: readonly string[]): Promise<Map<string, CvvRecord>>;
-  /** Atomic get-and-delete: at most one caller ever gets a given CVV. */
-  take(token: string): Promise<CvvRecord | undefined>;
   remove(tokens: readonly string[]): Promise<number>;
   close(): Promise<void>;
 }

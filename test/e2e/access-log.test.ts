@@ -114,10 +114,13 @@ describe("AccessLog (postgres + redis, mutual TLS)", () => {
       await book.detokenize({ tokens: [email], purpose: "booking_fulfillment", justification: "BK-1" });
 
       const byToken = await ir.query({ token: card });
-      expect(byToken.map((e) => [e.outcome, e.purpose])).toEqual([
-        ["denied", "marketing"],
-        ["allowed", "payment_authorization"],
+      // The tokenize entry names the token too, so a token's creator is found by it.
+      expect(byToken.map((e) => [e.action, e.outcome, e.purpose])).toEqual([
+        ["detokenize", "denied", "marketing"],
+        ["detokenize", "allowed", "payment_authorization"],
+        ["tokenize", "ok", ""],
       ]);
+      expect(byToken[2]!.caller).toBe(ID("payment-service"));
       expect(byToken[0]!.sequence).toBeGreaterThan(byToken[1]!.sequence);
 
       const denied = await ir.query({ caller: ID("payment-service"), outcome: "denied", action: "detokenize" });
@@ -139,7 +142,7 @@ describe("AccessLog (postgres + redis, mutual TLS)", () => {
       while (Date.now() <= cut.getTime() + 5) await sleep(5);
       await book.detokenize({ tokens: [token], purpose: "customer_support", justification: "second" });
       expect((await ir.query({ token, since: cut })).map((e) => e.justification)).toEqual(["second"]);
-      expect((await ir.query({ token, until: cut })).map((e) => e.justification)).toEqual(["first"]);
+      expect((await ir.query({ token, until: cut, action: "detokenize" })).map((e) => e.justification)).toEqual(["first"]);
       expect((await ir.query({ token, since: first!.time, until: cut })).map((e) => e.justification)).toEqual(["first"]);
       expect((await codeOf(ir.query({ since: cut, until: cut }))).code).toBe(status.INVALID_ARGUMENT);
     });
@@ -209,9 +212,9 @@ describe("AccessLog (postgres + redis, mutual TLS)", () => {
       for (const v of ["Outcome Canary", "expiring.canary", "2079460101"]) expect(dump).not.toContain(v);
     });
 
-    it("keeps the rate budget in Redis under the vault's prefix, per caller and category", async () => {
+    it("keeps the rate budget in Redis under the vault's prefix, per policy caller and category", async () => {
       const keys = await redisKeys(t.redisPrefix!);
-      expect(keys.some((k) => k.startsWith(`${t.redisPrefix}rl:${ID("support-desk")}:phone:`))).toBe(true);
+      expect(keys.some((k) => k.startsWith(`${t.redisPrefix}rl:support-desk:phone:`))).toBe(true);
       expect(await count("access_log WHERE caller = $1 AND outcome = 'rate_limited'", [ID("support-desk")])).toBe(1);
     });
   });
@@ -435,18 +438,22 @@ describe("AccessLog (postgres + redis, mutual TLS)", () => {
       await pay.detokenize({ tokens: [token], purpose: "refund", justification: "CLI-1" });
       const table = (await cli("query", "--token", token)).stdout.trim().split("\n");
       expect(table[0]).toMatch(/^SEQ\s+TIME\s+CALLER\s+AUTH\s+ACTION\s+CATEGORY\s+TOKEN\s+PURPOSE\s+OUTCOME/);
-      expect(table).toHaveLength(2);
+      expect(table).toHaveLength(3); // the reveal, then the tokenize that created the token
       expect(table[1]).toContain(ID("payment-service"));
       expect(table[1]).toContain("allowed");
+      expect(table[2]).toContain("tokenize");
 
       const json = (await cli("query", "--token", token, "--json")).stdout.trim().split("\n").map((l) => JSON.parse(l));
-      expect(json).toEqual([expect.objectContaining({ token, caller: ID("payment-service"), purpose: "refund", justification: "CLI-1", outcome: "allowed", auth: "mtls" })]);
+      expect(json).toEqual([
+        expect.objectContaining({ token, caller: ID("payment-service"), purpose: "refund", justification: "CLI-1", outcome: "allowed", auth: "mtls" }),
+        expect.objectContaining({ token, caller: ID("payment-service"), action: "tokenize" }),
+      ]);
 
       const file = path.join(dir, "export.csv");
       await cli("export", "--format", "csv", "--out", file, "--by", ID("payment-service"), "--token", token);
       const lines = readFileSync(file, "utf8").trim().split("\n");
       expect(lines[0]).toBe("sequence,time,caller,auth,peer,action,category,token,purpose,justification,outcome,request_id,instance_id,chain_id,chain_seq,detail");
-      expect(lines).toHaveLength(2);
+      expect(lines).toHaveLength(3);
       expect(lines[1]).toContain(token);
     });
 
@@ -487,7 +494,7 @@ describe("AccessLog on the embedded backend (development, self-asserted)", () =>
     const ir = logApi(t.clients, "ir-analyst");
     const { tokens } = await pay.tokenize({ fields: [{ category: "cardholder_name", value: "Embedded Person" }], ttlSeconds: 0, subjectRef: "" });
     for (let i = 0; i < 5; i++) await pay.detokenize({ tokens: [tokens[0]!.token], purpose: "refund", justification: `E${i}` });
-    const entries = await ir.query({ token: tokens[0]!.token });
+    const entries = await ir.query({ token: tokens[0]!.token, action: "detokenize" });
     expect(entries.map((e) => e.justification)).toEqual(["E4", "E3", "E2", "E1", "E0"]);
     expect(entries[0]!.auth).toBe("self_asserted");
     await t.vault.commits.checkpoint();
@@ -509,6 +516,7 @@ const appRoleSql = (role: string, database: string) => [
   `GRANT SELECT ON schema_migrations TO ${role}`,
   `GRANT SELECT, INSERT, UPDATE, DELETE ON tokens, token_subjects, kek_versions, vault_secrets, destroy_requests TO ${role}`,
   `GRANT SELECT, INSERT ON access_log, log_checkpoints TO ${role}`,
+  `GRANT SELECT, INSERT, DELETE ON cvv_consumed TO ${role}`,
   `GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO ${role}`,
 ];
 

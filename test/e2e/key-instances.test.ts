@@ -129,7 +129,7 @@ describe("key lifecycle across instances (PostgreSQL)", () => {
         const v3 = await v.vault.db.query<{ r: string }>("SELECT root_key_id AS r FROM kek_versions WHERE category = 'card_number' AND version = 3", []);
         expect(v3.rows[0]!.r).toBe(newId);
         const log = await v.vault.db.query<{ caller: string; detail: string }>("SELECT caller, detail FROM access_log WHERE action = 'root_rotate'", []);
-        expect(log.rows).toEqual([{ caller: "sec-admin-1", detail: `root=${newId} previous=${oldId} keks_rewrapped=${live} secrets_rewrapped=1` }]);
+        expect(log.rows).toEqual([{ caller: "sec-admin-1", detail: `root=${newId} previous=${oldId} keks_rewrapped=${live} secrets_rewrapped=2` }]);
         await v.stop();
 
         // The old root key alone no longer opens this vault.

@@ -61,7 +61,7 @@ describe("mutual TLS identity (postgres + redis)", () => {
       const { tokens } = await api.tokenize({ fields: [{ category: "card_number", value: "4000 0566 5566 5556" }], ttlSeconds: 0, subjectRef: "" });
       const { results } = await api.detokenize({ tokens: [tokens[0]!.token], purpose: "refund", justification: "RF-1" });
       expect(results[0]!.outcome).toEqual({ $case: "value", value: "4000056655665556" });
-      const rows = await logRows("token = $1", [tokens[0]!.token]);
+      const rows = await logRows("token = $1 AND action = 'detokenize'", [tokens[0]!.token]);
       expect(rows).toHaveLength(1);
       expect(rows[0]).toMatchObject({ caller: "spiffe://ego/payment-service", auth: "mtls", action: "detokenize", outcome: "allowed", purpose: "refund" });
       expect(rows[0]!.peer).toMatch(/127\.0\.0\.1:\d+/);
@@ -72,7 +72,7 @@ describe("mutual TLS identity (postgres + redis)", () => {
       const { tokens } = await api.tokenize({ fields: [{ category: "passport_number", value: "CN1234567" }], ttlSeconds: 0, subjectRef: "" });
       const { results } = await api.detokenize({ tokens: [tokens[0]!.token], purpose: "airline_manifest", justification: "" });
       expect(results[0]!.outcome).toEqual({ $case: "value", value: "CN1234567" });
-      const [row] = await logRows("token = $1", [tokens[0]!.token]);
+      const [row] = await logRows("token = $1 AND action = 'detokenize'", [tokens[0]!.token]);
       expect(row).toMatchObject({ caller: "booking-service", auth: "mtls", outcome: "allowed" });
     });
 

@@ -123,3 +123,31 @@ describe("tokens", () => {
     expect(seen.size).toBe(20000);
   });
 });
+
+describe("CVV envelope: authenticated times and the one-hour cap", () => {
+  const { openCvv } = require("../../src/services/cvv-single-use") as typeof import("../../src/services/cvv-single-use");
+  const { sealValue: seal2, cvvBinding } = require("../../src/crypto/envelope") as typeof import("../../src/crypto/envelope");
+  const kek = { version: 1, key: new Uint8Array(32).fill(7) };
+  const created = new Date("2026-01-01T00:00:00Z");
+  const expires = new Date(created.getTime() + 900_000);
+  const sealed = () => seal2(kek, "tok_c", "card_cvv", new TextEncoder().encode("123"), cvvBinding(created, expires));
+
+  it("opens within its lifetime", () => {
+    const r = openCvv(kek, "tok_c", { ...sealed(), createdAt: created, expiresAt: expires }, new Date(created.getTime() + 1000));
+    expect(r.ok && new TextDecoder().decode(r.plain)).toBe("123");
+  });
+  it("refuses after its authenticated expiry, whatever Redis's TTL", () => {
+    const r = openCvv(kek, "tok_c", { ...sealed(), createdAt: created, expiresAt: expires }, new Date(expires.getTime() + 1));
+    expect(r).toMatchObject({ ok: false, code: "FAILED_PRECONDITION" });
+  });
+  it("refuses edited times with the opaque error", () => {
+    const r = openCvv(kek, "tok_c", { ...sealed(), createdAt: created, expiresAt: new Date("2099-01-01") }, new Date(created.getTime() + 1000));
+    expect(r).toMatchObject({ ok: false, code: "INTERNAL" });
+  });
+  it("refuses an authentic envelope older than the cap (a vault sealing a longer lifetime)", () => {
+    const long = new Date(created.getTime() + 7200_000);
+    const s = seal2(kek, "tok_c", "card_cvv", new TextEncoder().encode("123"), cvvBinding(created, long));
+    const r = openCvv(kek, "tok_c", { ...s, createdAt: created, expiresAt: long }, new Date(created.getTime() + 1000));
+    expect(r).toMatchObject({ ok: false, code: "FAILED_PRECONDITION" });
+  });
+});

@@ -29,11 +29,6 @@ export function createMemoryCvvStore(now: () => number = Date.now): CvvStore {
       }
       return out;
     },
-    async take(token) {
-      const b = live(token);
-      items.delete(token);
-      return b && decodeCvv(b);
-    },
     async remove(tokens) {
       let n = 0;
       for (const t of tokens) if (items.delete(t)) n++;

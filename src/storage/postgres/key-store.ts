@@ -10,6 +10,8 @@ export interface KekRow {
   rootKeyId: string | null;
   createdAt: Date;
   stateChangedAt: Date;
+  /** MAC over category ‖ version ‖ state (crypto/metadata-mac.ts); null only before it was first set. */
+  stateMac: Uint8Array | null;
 }
 
 export async function listKekRows(q: Queryable, category?: string): Promise<KekRow[]> {
@@ -21,8 +23,9 @@ export async function listKekRows(q: Queryable, category?: string): Promise<KekR
     root_key_id: string | null;
     created_at: Date;
     state_changed_at: Date;
+    state_mac: Uint8Array | null;
   }>(
-    `SELECT category, version, state, wrapped_key, root_key_id, created_at, state_changed_at
+    `SELECT category, version, state, wrapped_key, root_key_id, created_at, state_changed_at, state_mac
      FROM kek_versions WHERE ($1::text IS NULL OR category = $1) ORDER BY category, version`,
     [category ?? null],
   );
@@ -34,17 +37,27 @@ export async function listKekRows(q: Queryable, category?: string): Promise<KekR
     rootKeyId: r.root_key_id,
     createdAt: r.created_at,
     stateChangedAt: r.state_changed_at,
+    stateMac: r.state_mac,
   }));
 }
 
 /** Inserts v1 for a category unless one exists (several instances may race at first start). */
-export async function insertFirstKek(q: Queryable, category: string, wrappedKey: Uint8Array, rootKeyId: string): Promise<void> {
+export async function insertFirstKek(q: Queryable, category: string, wrappedKey: Uint8Array, rootKeyId: string, stateMac: Uint8Array): Promise<void> {
   await q.query(
-    `INSERT INTO kek_versions (category, version, state, wrapped_key, root_key_id)
-     SELECT $1, 1, 'active', $2, $3 WHERE NOT EXISTS (SELECT 1 FROM kek_versions WHERE category = $1)
+    `INSERT INTO kek_versions (category, version, state, wrapped_key, root_key_id, state_mac)
+     SELECT $1, 1, 'active', $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM kek_versions WHERE category = $1)
      ON CONFLICT DO NOTHING`,
-    [category, Buffer.from(wrappedKey), rootKeyId],
+    [category, Buffer.from(wrappedKey), rootKeyId, Buffer.from(stateMac)],
   );
+}
+
+/** Sets the MAC of a version's state (first start with state MACs, for rows that had none). */
+export async function setKekStateMac(q: Queryable, category: string, version: number, stateMac: Uint8Array): Promise<void> {
+  await q.query("UPDATE kek_versions SET state_mac = $3 WHERE category = $1 AND version = $2 AND state_mac IS NULL", [
+    category,
+    version,
+    Buffer.from(stateMac),
+  ]);
 }
 
 export async function getSecret(q: Queryable, name: string): Promise<{ wrapped: Uint8Array; rootKeyId: string } | undefined> {
@@ -87,28 +100,35 @@ export async function shareKekStates(tx: Queryable, category: string): Promise<{
 
 export async function insertKekVersion(
   tx: Queryable,
-  row: { category: string; version: number; wrappedKey: Uint8Array; rootKeyId: string },
+  row: { category: string; version: number; wrappedKey: Uint8Array; rootKeyId: string; stateMac: Uint8Array },
 ): Promise<void> {
   await tx.query(
-    "INSERT INTO kek_versions (category, version, state, wrapped_key, root_key_id) VALUES ($1, $2, 'active', $3, $4)",
-    [row.category, row.version, Buffer.from(row.wrappedKey), row.rootKeyId],
+    "INSERT INTO kek_versions (category, version, state, wrapped_key, root_key_id, state_mac) VALUES ($1, $2, 'active', $3, $4, $5)",
+    [row.category, row.version, Buffer.from(row.wrappedKey), row.rootKeyId, Buffer.from(row.stateMac)],
   );
 }
 
-export async function setKekState(tx: Queryable, category: string, version: number, state: Exclude<KeyState, "destroyed">): Promise<void> {
-  await tx.query("UPDATE kek_versions SET state = $3, state_changed_at = now() WHERE category = $1 AND version = $2", [
+export async function setKekState(
+  tx: Queryable,
+  category: string,
+  version: number,
+  state: Exclude<KeyState, "destroyed">,
+  stateMac: Uint8Array,
+): Promise<void> {
+  await tx.query("UPDATE kek_versions SET state = $3, state_mac = $4, state_changed_at = now() WHERE category = $1 AND version = $2", [
     category,
     version,
     state,
+    Buffer.from(stateMac),
   ]);
 }
 
 /** Deletes a version's key material for good: the row stays as a record, wrapped_key becomes NULL. */
-export async function destroyKek(tx: Queryable, category: string, version: number): Promise<void> {
+export async function destroyKek(tx: Queryable, category: string, version: number, stateMac: Uint8Array): Promise<void> {
   await tx.query(
-    `UPDATE kek_versions SET state = 'destroyed', wrapped_key = NULL, root_key_id = NULL, state_changed_at = now()
+    `UPDATE kek_versions SET state = 'destroyed', wrapped_key = NULL, root_key_id = NULL, state_mac = $3, state_changed_at = now()
      WHERE category = $1 AND version = $2`,
-    [category, version],
+    [category, version, Buffer.from(stateMac)],
   );
 }
 

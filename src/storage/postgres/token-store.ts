@@ -1,6 +1,7 @@
 import type { MaskedView } from "../../domain/categories";
 import type { Queryable } from "../db";
-import type { NewToken, TokenRecord } from "../ports";
+import { IntegrityError } from "../../domain/errors";
+import type { NewToken, TokenIntegrity, TokenRecord } from "../ports";
 
 interface TokenRow {
   id: string;
@@ -9,8 +10,10 @@ interface TokenRow {
   wrapped_dek: Uint8Array;
   ciphertext: Uint8Array;
   masked: MaskedView;
+  fingerprint: Uint8Array | null;
   created_at: Date;
   expires_at: Date | null;
+  meta_mac: Uint8Array | null;
 }
 
 const toRecord = (r: TokenRow): TokenRecord => ({
@@ -20,8 +23,10 @@ const toRecord = (r: TokenRow): TokenRecord => ({
   wrappedDek: r.wrapped_dek,
   ciphertext: r.ciphertext,
   masked: r.masked,
+  fingerprint: r.fingerprint,
   createdAt: r.created_at,
   expiresAt: r.expires_at,
+  metaMac: r.meta_mac,
 });
 
 /** A Buffer over the same bytes (pg wants Buffers; copying every blob showed in the profile). */
@@ -33,8 +38,13 @@ const fpKey = (t: NewToken) => `${t.category}:${view(t.fingerprint!).toString("b
  * Inserts tokens in one statement. Deterministic tokens that already exist (same category and
  * fingerprint) keep their id and their ciphertext, take the later expiry, and gain the new holder.
  * Returns, for each input row, the token id that now holds its value.
+ *
+ * With `integrity`, new rows get a MAC over their metadata, and an existing row a deterministic
+ * value resolves to must pass its MAC check first (a fingerprint moved onto another row by a
+ * database writer would otherwise hand out that row's token): the upsert changes no MAC-covered
+ * column, so the row it returns is the row as it was; its new expiry is then written with a new MAC.
  */
-export async function insertTokens(tx: Queryable, tokens: readonly NewToken[]): Promise<string[]> {
+export async function insertTokens(tx: Queryable, tokens: readonly NewToken[], integrity?: TokenIntegrity): Promise<string[]> {
   if (tokens.length === 0) return [];
   // Several rows of one batch may carry the same deterministic value: insert it once.
   const firstByFp = new Map<string, NewToken>();
@@ -53,16 +63,14 @@ export async function insertTokens(tx: Queryable, tokens: readonly NewToken[]): 
   }
   const rows = unique.map((t) => (t.fingerprint ? firstByFp.get(fpKey(t))! : t));
   const heldWithoutSubject = new Set(tokens.filter((t) => t.subjectRef === null).map((t) => (t.fingerprint ? fpKey(t) : t.id)));
-  const { rows: out } = await tx.query<{ id: string; category: string; fingerprint: Uint8Array | null }>(
+  const { rows: out } = await tx.query<TokenRow>(
     `INSERT INTO tokens (id, category, kek_version, wrapped_dek, ciphertext, fingerprint, masked,
-                         held_without_subject, created_at, expires_at)
+                         held_without_subject, created_at, expires_at, meta_mac)
      SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bytea[], $5::bytea[], $6::bytea[], $7::jsonb[],
-                          $8::bool[], $9::timestamptz[], $10::timestamptz[])
+                          $8::bool[], $9::timestamptz[], $10::timestamptz[], $11::bytea[])
      ON CONFLICT (category, fingerprint) WHERE fingerprint IS NOT NULL DO UPDATE SET
-       expires_at = CASE WHEN tokens.expires_at IS NULL OR EXCLUDED.expires_at IS NULL THEN NULL
-                         ELSE greatest(tokens.expires_at, EXCLUDED.expires_at) END,
        held_without_subject = tokens.held_without_subject OR EXCLUDED.held_without_subject
-     RETURNING id, category, fingerprint`,
+     RETURNING id, category, kek_version, wrapped_dek, ciphertext, fingerprint, masked, created_at, expires_at, meta_mac`,
     [
       rows.map((t) => t.id),
       rows.map((t) => t.category),
@@ -74,10 +82,33 @@ export async function insertTokens(tx: Queryable, tokens: readonly NewToken[]): 
       rows.map((t) => heldWithoutSubject.has(t.fingerprint ? fpKey(t) : t.id)),
       rows.map((t) => t.createdAt),
       rows.map((t) => t.expiresAt),
+      rows.map((t) => (integrity ? view(integrity.mac(t)) : null)),
     ],
   );
   const idByFp = new Map<string, string>();
-  for (const r of out) if (r.fingerprint) idByFp.set(`${r.category}:${Buffer.from(r.fingerprint).toString("base64")}`, r.id);
+  const inserted = new Set(rows.map((t) => t.id));
+  const extend: { id: string; expiresAt: Date | null; mac: Uint8Array | null }[] = [];
+  for (const r of out) {
+    if (!r.fingerprint) continue;
+    const k = `${r.category}:${Buffer.from(r.fingerprint).toString("base64")}`;
+    idByFp.set(k, r.id);
+    if (inserted.has(r.id)) continue;
+    // An existing deterministic token: check it, then keep the latest expiry asked for.
+    const rec = toRecord(r);
+    if (integrity && !integrity.intact(rec)) throw new IntegrityError();
+    const want = firstByFp.get(k)!.expiresAt;
+    const next = rec.expiresAt === null || want === null ? null : new Date(Math.max(rec.expiresAt.getTime(), want.getTime()));
+    if ((next?.getTime() ?? null) === (rec.expiresAt?.getTime() ?? null)) continue;
+    // A legacy row (no MAC yet) stays legacy until rewrap upgrades it.
+    extend.push({ id: r.id, expiresAt: next, mac: integrity && rec.metaMac ? integrity.mac({ ...rec, expiresAt: next }) : null });
+  }
+  if (extend.length) {
+    await tx.query(
+      `UPDATE tokens t SET expires_at = u.expires_at, meta_mac = u.meta_mac
+       FROM unnest($1::text[], $2::timestamptz[], $3::bytea[]) AS u(id, expires_at, meta_mac) WHERE t.id = u.id`,
+      [extend.map((e) => e.id), extend.map((e) => e.expiresAt), extend.map((e) => (e.mac ? view(e.mac) : null))],
+    );
+  }
   const ids = tokens.map((t) => (t.fingerprint ? idByFp.get(fpKey(t))! : t.id));
 
   const links = new Set<string>();
@@ -105,7 +136,7 @@ export async function findTokens(q: Queryable, ids: readonly string[]): Promise<
   const out = new Map<string, TokenRecord>();
   if (ids.length === 0) return out;
   const { rows } = await q.query<TokenRow>(
-    `SELECT id, category, kek_version, wrapped_dek, ciphertext, masked, created_at, expires_at
+    `SELECT id, category, kek_version, wrapped_dek, ciphertext, masked, fingerprint, created_at, expires_at, meta_mac
      FROM tokens WHERE id = ANY($1::text[])`,
     [ids],
   );

@@ -11,7 +11,7 @@ const failClosed = async <T>(op: () => Promise<T>): Promise<T> => {
 };
 
 /**
- * CVV envelopes in Redis with a TTL; `take` is GETDEL, so a CVV is revealed at most once.
+ * CVV envelopes in Redis with a TTL; single use is enforced in PostgreSQL (see CvvStore.peek).
  *
  * Key layout (the same on one server, Sentinel and Cluster): one key per CVV, `<prefix>cvv:<token>`.
  * Different tokens live in different hash slots, so nothing here sends one command over several
@@ -44,11 +44,6 @@ export function createRedisCvvStore(redis: RedisClient, prefix: string): CvvStor
           if (r) out.set(tokens[i]!, r);
         });
         return out;
-      }),
-    take: (token) =>
-      failClosed(async () => {
-        const v = await redis.getdelBuffer(key(token));
-        return (v && decodeCvv(v)) || undefined;
       }),
     remove: (tokens) => failClosed(async () => (await Promise.all(tokens.map((t) => redis.del(key(t))))).reduce((a, b) => a + b, 0)),
     close: async () => undefined,

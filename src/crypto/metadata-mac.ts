@@ -1,0 +1,70 @@
+import { sodium } from "./sodium";
+
+/**
+ * Keyed MACs over the metadata columns the vault acts on without decrypting: a token row's
+ * category, fingerprint, masked view, times and KEK version, and a KEK version's state. The key is
+ * a deployment secret wrapped by the root key (like the fingerprint master key), so a database
+ * writer cannot produce a valid MAC.
+ */
+const MAC_BYTES = 32;
+const utf8 = new TextEncoder();
+
+export interface TokenMetadata {
+  readonly id: string;
+  readonly category: string;
+  readonly kekVersion: number;
+  readonly fingerprint: Uint8Array | null;
+  readonly masked: object;
+  readonly createdAt: Date;
+  readonly expiresAt: Date | null;
+}
+
+/** JSON with object keys sorted at every level (jsonb reorders keys; the MAC must not care). */
+function stable(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(stable).join(",")}]`;
+  if (v && typeof v === "object") {
+    return `{${Object.keys(v as object)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${stable((v as Record<string, unknown>)[k])}`)
+      .join(",")}}`;
+  }
+  return JSON.stringify(v);
+}
+
+function mac(key: Uint8Array, label: string, parts: unknown[]): Uint8Array {
+  return sodium.crypto_generichash(MAC_BYTES, utf8.encode(stable([label, ...parts])), key);
+}
+
+function same(a: Uint8Array, b: Uint8Array | null | undefined): boolean {
+  return !!b && a.length === b.length && sodium.memcmp(a, Uint8Array.from(b));
+}
+
+export function tokenMetadataMac(key: Uint8Array, m: TokenMetadata): Uint8Array {
+  return mac(key, "token.v1", [
+    m.id,
+    m.category,
+    m.kekVersion,
+    m.fingerprint ? Buffer.from(m.fingerprint).toString("hex") : null,
+    m.masked,
+    m.createdAt.getTime(),
+    m.expiresAt ? m.expiresAt.getTime() : null,
+  ]);
+}
+
+export function verifyTokenMetadata(key: Uint8Array, m: TokenMetadata, tag: Uint8Array | null | undefined): boolean {
+  return same(tokenMetadataMac(key, m), tag);
+}
+
+export interface KekStateMetadata {
+  readonly category: string;
+  readonly version: number;
+  readonly state: string;
+}
+
+export function kekStateMac(key: Uint8Array, m: KekStateMetadata): Uint8Array {
+  return mac(key, "kek-state.v1", [m.category, m.version, m.state]);
+}
+
+export function verifyKekState(key: Uint8Array, m: KekStateMetadata, tag: Uint8Array | null | undefined): boolean {
+  return same(kekStateMac(key, m), tag);
+}

@@ -1,0 +1,91 @@
+import { rmSync } from "node:fs";
+import { dirname } from "node:path";
+import { status } from "@grpc/grpc-js";
+import { fromRoot } from "../../src/config/paths";
+import { defaultRegistry } from "../../src/domain/categories";
+import { Policy } from "../../src/domain/policy";
+import { codeOf, logApi, tokenApi } from "../helpers/client";
+import { withLuhn } from "../helpers/luhn";
+import { startTestVault, type TestVault } from "../helpers/vault";
+import { policyFile } from "../reliability/helpers/policy-file";
+
+/**
+ * The deterministic-token oracle: a caller that may only tokenize card numbers enumerates the
+ * candidates that fit an issuer prefix and last 4, and learns which one is on file from the token
+ * it gets back. The tokenize budget stops the enumeration; the log names every token handed out.
+ */
+describe("deterministic-token oracle", () => {
+  const BUDGET = 40;
+  let t: TestVault;
+  let policy: string;
+  const prober = (identity = "card-prober") => tokenApi(t.clients, identity);
+  const cards = (n: number, from: number) => Array.from({ length: n }, (_, i) => withLuhn(`411111${String(from + i).padStart(9, "0")}`));
+
+  beforeAll(async () => {
+    policy = policyFile((d) => {
+      d.callers["card-prober"] = { identities: ["card-prober", "spiffe://ego/card-prober"], tokenize: ["card_number", "cardholder_name"], tokenize_deterministic_per_minute: BUDGET };
+      d.callers["card-reader"] = { tokenize: ["card_number"] };
+    });
+    t = await startTestVault("postgres", { FIELDVAULT_POLICY_FILE: policy });
+  }, 60_000);
+  afterAll(async () => {
+    await t?.stop();
+    rmSync(dirname(policy), { recursive: true, force: true });
+  });
+
+  it("the default budget is far below the 100,000 candidates in 25 s the review measured", () => {
+    const p = Policy.fromFile(fromRoot("policy", "default.yaml"), defaultRegistry().names());
+    expect(p.tokenizeDeterministicPerMinute("payment-service")).toBeLessThanOrEqual(10_000);
+    expect(p.tokenizeDeterministicPerMinute("booking-service")).toBeLessThanOrEqual(10_000);
+  });
+
+  it("stops an enumeration at the budget with RESOURCE_EXHAUSTED, stores nothing past it, and logs the refusal", async () => {
+    const count = async () => (await t.vault.db.query<{ n: number }>("SELECT count(*)::int AS n FROM tokens", [])).rows[0]!.n;
+    const first = await prober().tokenize({ fields: cards(30, 0).map((value) => ({ category: "card_number", value })), ttlSeconds: 0, subjectRef: "" });
+    expect(first.tokens).toHaveLength(30);
+    const before = await count();
+    // A second identity of the same policy caller shares the budget (10 left, 30 asked).
+    const err = await codeOf(
+      prober("spiffe://ego/card-prober").tokenize({ fields: cards(30, 100).map((value) => ({ category: "card_number", value })), ttlSeconds: 0, subjectRef: "" }),
+    );
+    expect(err.code).toBe(status.RESOURCE_EXHAUSTED);
+    expect(err.details).toContain("card_number");
+    expect(await count()).toBe(before);
+    // Random categories are not budgeted.
+    const names = await prober().tokenize({ fields: [{ category: "cardholder_name", value: "Not Budgeted" }], ttlSeconds: 0, subjectRef: "" });
+    expect(names.tokens).toHaveLength(1);
+    const { rows } = await t.vault.db.query<{ caller: string; outcome: string }>(
+      "SELECT caller, outcome FROM access_log WHERE action = 'tokenize' AND outcome = 'rate_limited'",
+      [],
+    );
+    expect(rows).toEqual([{ caller: "spiffe://ego/card-prober", outcome: "rate_limited" }]);
+    const metric = await t.vault.metrics.registry.getSingleMetric("fieldvault_deterministic_tokenize_fields_total")!.get();
+    expect(metric.values.find((v) => v.labels.caller === "card-prober" && v.labels.category === "card_number")?.value).toBe(30);
+  });
+
+  it("logs every token a tokenize handed out, so a token's creator (and every later holder) can be found", async () => {
+    const pan = withLuhn("520082828282821");
+    const mine = await tokenApi(t.clients, "payment-service").tokenize({
+      fields: [
+        { category: "card_number", value: pan },
+        { category: "cardholder_name", value: "Log Me" },
+      ],
+      ttlSeconds: 0,
+      subjectRef: "",
+    });
+    const token = mine.tokens[0]!.token;
+    const probe = await tokenApi(t.clients, "card-reader").tokenize({ fields: [{ category: "card_number", value: pan }], ttlSeconds: 0, subjectRef: "" });
+    expect(probe.tokens[0]!.token).toBe(token);
+    const entries = await logApi(t.clients, "ir-analyst").query({ token });
+    const tokenizes = entries.filter((e) => e.action === "tokenize").map((e) => ({ caller: e.caller, category: e.category, detail: e.detail }));
+    expect(tokenizes).toEqual(
+      expect.arrayContaining([
+        { caller: "payment-service", category: "card_number", detail: "fields=2" },
+        { caller: "card-reader", category: "card_number", detail: "fields=1 existing" },
+      ]),
+    );
+    expect(tokenizes).toHaveLength(2);
+    const nameEntries = await logApi(t.clients, "ir-analyst").query({ token: mine.tokens[1]!.token });
+    expect(nameEntries.map((e) => e.action)).toContain("tokenize");
+  });
+});
