@@ -25,7 +25,8 @@ import { MIGRATIONS, migrate, schemaVersion } from "./storage/migrations";
 import type { CvvStore, RateLimiter } from "./storage/ports";
 import { auditStore } from "./storage/postgres/log-store";
 import { createPgDb } from "./storage/postgres/pg-db";
-import { findTokens } from "./storage/postgres/token-store";
+import { assignAliases, findTokensAnyForm, tokenSpellings } from "./storage/postgres/alias-store";
+import { createPurge } from "./services/purge";
 import { createRedisCvvStore } from "./storage/redis/redis-cvv-store";
 import { createRedisRateLimiter } from "./storage/redis/redis-rate-limiter";
 import { accessLogHandlers } from "./transport/grpc/access-log";
@@ -147,7 +148,9 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       policy: () => policy.get(),
       keyring,
       commits,
-      findTokens: (ids) => findTokens(db, ids),
+      findTokens: (ids) => findTokensAnyForm(db, ids),
+      assignAliases: (tx, wants) => assignAliases(tx, wants),
+      cardRetentionDays: config.cardRetentionDays,
       cvv,
       rateLimiter,
       instanceId: config.instanceId,
@@ -176,6 +179,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       // Verify trusts only keys from configuration, never a key stored next to the log.
       trustedKeys: [signingKey.publicKey, ...config.auditTrustedKeys],
       instanceId: config.instanceId,
+      tokenSpellings: async (token) => (await tokenSpellings(db, [token])).get(token) ?? [token],
     });
     server.addService(AccessLogService, accessLogHandlers(hooks, audit));
     const keyLifecycle = createKeyLifecycle({
@@ -194,6 +198,11 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       keyLifecycle.startAutoRotation(config.autoRotateCheckMs, (err) => log.warn({ err: (err as Error).message }, "automatic key rotation failed; retrying at the next check"));
       log.info({ checkMs: config.autoRotateCheckMs }, "automatic key rotation on: categories past their cryptoperiod rotate");
     }
+
+    // Expired tokens are purged in the background (DESIGN §13), in batches, on every instance.
+    const purge = createPurge({ commits, instanceId: config.instanceId, batchSize: config.purgeBatchSize, onBatch: (b) => log.info(b, "purge: expired tokens erased") });
+    purge.start(config.purgeIntervalMs, (err) => log.warn({ err: (err as Error).message }, "purge of expired tokens failed; retrying at the next interval"));
+    cleanup.push(() => purge.stop());
 
     // Health: SERVING only while PostgreSQL answers and every migration is applied.
     const latestMigration = Math.max(...MIGRATIONS.map((m) => m.version));
@@ -251,6 +260,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
         });
         await Promise.allSettled([...inFlight]);
         clearInterval(checkpointTimer);
+        await purge.stop();
         await commits.close();
         for (const fn of cleanup.reverse()) await fn().catch(() => undefined);
         log.info("fieldvault stopped");

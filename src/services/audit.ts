@@ -1,6 +1,7 @@
 import { type ChainedEntry, checkpointMessage, entryHash, GENESIS_HASH, type LogDraft, logDraft } from "../domain/access-log";
 import type { CallContext } from "../domain/context";
 import { denied, invalid, VaultError } from "../domain/errors";
+import { looksLikePan } from "../domain/token-formats";
 import type { Policy } from "../domain/policy";
 import { verifySignature } from "../crypto/signing";
 import type { ChainSpan, LogQueryFilter, StoredCheckpoint } from "../storage/postgres/log-store";
@@ -34,6 +35,8 @@ export interface AuditDeps {
   /** Ed25519 public keys whose checkpoints are genuine: the configured signing key plus retired ones. Never read from the database. */
   trustedKeys: readonly Uint8Array[];
   instanceId: string;
+  /** Every spelling of a token (opaque id, format-preserving alias): a query by either finds entries logged under both. */
+  tokenSpellings?: (token: string) => Promise<string[]>;
   now?: () => Date;
 }
 
@@ -132,6 +135,7 @@ export function createAudit(deps: AuditDeps) {
     await refuseInvalid(ctx, "log_query", () => {
       for (const f of ["caller", "token", "category", "purpose", "outcome", "action"] as const) checkFilter(f, req[f]);
       checkRange(req.since, req.until);
+      if (looksLikePan(req.token)) throw invalid("token: a Luhn-valid card number is not a token (format-preserving tokens fail the Luhn check)");
       if (req.pageToken) before = decodeCursor(req.pageToken);
     });
     const filter: LogQueryFilter = {
@@ -148,6 +152,7 @@ export function createAudit(deps: AuditDeps) {
     // PCI DSS 10.2.1: reading the log is itself logged, durably, before anything is returned.
     const shown = Object.fromEntries(Object.entries({ ...filter, pageSize }).filter(([, v]) => v !== undefined));
     await deps.commits.append([draft(ctx, "log_query", { detail: JSON.stringify(shown) })]);
+    if (filter.token && deps.tokenSpellings) filter.token = await deps.tokenSpellings(req.token);
     const rows = await deps.store.query(filter, pageSize + 1);
     const more = rows.length > pageSize;
     const page = rows.slice(0, pageSize);
