@@ -92,6 +92,11 @@ export function* rangeTokens(s: PanShape): Generator<string> {
   }
 }
 
+/** Whether a preserving token can stand for this PAN: same length, first 6 and last 4. */
+export function aliasFits(token: string, pan: string): boolean {
+  return token.length === pan.length && token.startsWith(pan.slice(0, PREFIX_DIGITS)) && token.endsWith(pan.slice(-SUFFIX_DIGITS));
+}
+
 export function isPreservingToken(token: string): boolean {
   return PRESERVING_SHAPE.test(token) && !luhnValid(token);
 }

@@ -7,7 +7,7 @@ import type { CategoryRegistry, MaskedView } from "../domain/categories";
 import type { CallContext } from "../domain/context";
 import { DependencyError, denied, invalid, VaultError } from "../domain/errors";
 import type { Policy } from "../domain/policy";
-import { isOpaqueToken, isWellFormedToken, loggableToken, panShape, type PanShape, PRESERVING_CATEGORIES, type TokenFormat } from "../domain/token-formats";
+import { aliasFits, isOpaqueToken, isWellFormedToken, loggableToken, panShape, type PanShape, PRESERVING_CATEGORIES, type TokenFormat } from "../domain/token-formats";
 import type { Queryable } from "../storage/db";
 import type { CvvRecord, CvvStore, NewToken, RateLimiter, TokenRecord } from "../storage/ports";
 import { deleteSubject, deleteTokens } from "../storage/postgres/token-store";
@@ -270,8 +270,11 @@ export function createTokenization(deps: TokenizationDeps) {
             }
             const kek = deps.keyring.forDecrypt(category, env.kekVersion);
             const plain = openValue(kek, env.id, category, env);
-            results[i] = { token, category, ok: true, value: utf8d.decode(plain) };
+            const value = utf8d.decode(plain);
             plain.fill(0);
+            // An alias moved to another row (by whoever can write the database) reveals nothing.
+            if (env.id !== token && !aliasFits(token, value)) fail(i, category, "INTERNAL", "value could not be decrypted");
+            else results[i] = { token, category, ok: true, value };
           } catch (err) {
             if (err instanceof VaultError && err.code === "FAILED_PRECONDITION") fail(i, category, err.code, err.message);
             else if (err instanceof VaultError && err.code === "UNAVAILABLE") throw err;

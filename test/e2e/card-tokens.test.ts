@@ -174,6 +174,16 @@ describe.each(BACKENDS)("format-preserving card tokens on %s", (backend) => {
     expect(opaque!.token).toMatch(/^tok_/);
   });
 
+  it("reveals nothing when an alias is moved to another card's row in the database", async () => {
+    const [x] = await tokenize(["4000000000000002"]);
+    const [y] = await tokenize(["5200828282828210"], TokenFormat.TOKEN_FORMAT_OPAQUE);
+    // The rogue DBA points x's preserving token at y's row.
+    await t.vault.db.query("UPDATE token_aliases SET token_id = $2 WHERE alias = $1", [x!.token, y!.token]);
+    const { results } = await pay().detokenize({ tokens: [x!.token, y!.token], purpose: "refund", justification: "MOVED" });
+    expect(results[0]!.outcome).toEqual({ $case: "error", value: { code: "INTERNAL", message: "value could not be decrypted" } });
+    expect(results[1]!.outcome).toEqual({ $case: "value", value: "5200828282828210" });
+  });
+
   it("AccessLog.Query by either form finds the entries of both; a real PAN as a token is never looked up or logged", async () => {
     const p = "4012888888881881";
     const [pres] = await tokenize([p]);
