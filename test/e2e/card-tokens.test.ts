@@ -7,6 +7,7 @@ import { fromRoot } from "../../src/config/paths";
 import fc from "fast-check";
 import { luhnValid, rangeTokens, panShape, rangeKey } from "../../src/domain/token-formats";
 import { TokenFormat, type TokenizedField } from "../../src/gen/fieldvault/v1/token_service";
+import { FieldVaultClient, TokenFormat as SdkTokenFormat } from "../../src/sdk";
 import { codeOf, logApi, tokenApi } from "../helpers/client";
 import { withLuhn } from "../helpers/luhn";
 import { BACKENDS, startTestVault, type TestVault } from "../helpers/vault";
@@ -113,6 +114,21 @@ describe.each(BACKENDS)("format-preserving card tokens on %s", (backend) => {
     const after = await pay().detokenize({ tokens: [a!.token, o!.token], purpose: "refund", justification: "" });
     expect(after.results.map((r) => r.outcome?.$case === "error" && r.outcome.value.code)).toEqual(["NOT_FOUND", "NOT_FOUND"]);
     expect(await count("SELECT count(*)::int AS n FROM token_aliases WHERE alias = $1", [a!.token])).toBe(0);
+  });
+
+  it("works through the typed SDK (the import tool's path): tokenFormat per field, reveal by the digits", async () => {
+    const sdk = new FieldVaultClient({ address: t.vault.address, caller: "payment-service" });
+    try {
+      const [pres, opaque] = await sdk.tokenize([
+        { category: "card_number", value: "3530111333300000", tokenFormat: SdkTokenFormat.TOKEN_FORMAT_PRESERVING },
+        { category: "card_number", value: "3530111333300000" },
+      ]);
+      expect(pres!.token).toMatch(/^353011\d{6}0000$/);
+      expect(opaque!.token).toMatch(/^tok_/);
+      expect(await sdk.reveal([pres!.token, opaque!.token], { purpose: "refund" })).toEqual(["3530111333300000", "3530111333300000"]);
+    } finally {
+      sdk.close();
+    }
   });
 
   it("refuses PRESERVING for other categories, naming the field index and category, and stores nothing", async () => {
