@@ -341,7 +341,7 @@ export function createTokenization(deps: TokenizationDeps) {
         if (!policy.canDelete(ctx.identity, f.category)) throw denied(`tokens: may not delete ${f.category} (${token})`);
       }
       const redisTokens = [...found].filter(([, f]) => f.inRedis).map(([t]) => t);
-      // Either form of a token names its one row; the log names the stored id of what was erased.
+      // Either form of a token names its one row; the log names the token as given (and the stored id when they differ).
       const pgTokens = [...new Set([...found.values()].filter((f) => !f.inRedis).map((f) => f.id))];
       const categoryOf = new Map([...found.values()].map((f) => [f.id, f.category]));
       const asGiven = new Map([...found].map(([t, f]) => [f.id, t]));
