@@ -33,6 +33,8 @@ import { findTokens } from "./storage/postgres/token-store";
 import { createReadRouter } from "./storage/postgres/read-replica";
 import { connectRedis, parseRedisUrl, readyWithin, type RedisClient } from "./storage/redis/connect";
 import { createKeyChangeNotices } from "./storage/redis/key-notices";
+import { assignAliases, findTokensAnyForm, tokenSpellings } from "./storage/postgres/alias-store";
+import { createPurge } from "./services/purge";
 import { createRedisCvvStore } from "./storage/redis/redis-cvv-store";
 import { createRedisRateLimiter } from "./storage/redis/redis-rate-limiter";
 import { accessLogHandlers } from "./transport/grpc/access-log";
@@ -204,13 +206,15 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       log.info({ exporter: opts.spanProcessor ? "custom" : "otlp" }, "tracing: OpenTelemetry on");
     }
     const tracer = tracing?.tracer;
-    const lookup = (ids: readonly string[]) => findTokens(db, ids);
+    const lookup = (ids: readonly string[]) => findTokensAnyForm(db, ids);
     const tokenization = createTokenization({
       registry,
       policy: tracer ? () => tracedPolicy(tracer, policy.get()) : () => policy.get(),
       keyring,
       commits: tracer ? tracedCommits(tracer, commits) : commits,
       findTokens: tracer ? tracedLookup(tracer, lookup) : lookup,
+      assignAliases: (tx, wants) => assignAliases(tx, wants),
+      cardRetentionDays: config.cardRetentionDays,
       cvv: tracer ? tracedCvvStore(tracer, cvv) : cvv,
       rateLimiter: tracer ? tracedRateLimiter(tracer, rateLimiter) : rateLimiter,
       integrity,
@@ -261,6 +265,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       // Verify trusts only keys from configuration, never a key stored next to the log.
       trustedKeys: [signingKey.publicKey, ...config.auditTrustedKeys],
       instanceId: config.instanceId,
+      tokenSpellings: async (token) => (await tokenSpellings(db, [token])).get(token) ?? [token],
     });
     // Every Verify finding is also a metric, so an alert fires without anyone reading the answer.
     const audit: typeof auditService = {
@@ -298,6 +303,11 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       keyLifecycle.startAutoRotation(config.autoRotateCheckMs, (err) => log.warn({ err: (err as Error).message }, "automatic key rotation failed; retrying at the next check"));
       log.info({ checkMs: config.autoRotateCheckMs }, "automatic key rotation on: categories past their cryptoperiod rotate");
     }
+
+    // Expired tokens are purged in the background (DESIGN §13), in batches, on every instance.
+    const purge = createPurge({ commits, instanceId: config.instanceId, batchSize: config.purgeBatchSize, onBatch: (b) => log.info(b, "purge: expired tokens erased") });
+    purge.start(config.purgeIntervalMs, (err) => log.warn({ err: (err as Error).message }, "purge of expired tokens failed; retrying at the next interval"));
+    cleanup.push(() => purge.stop());
 
     // Health: SERVING only while PostgreSQL answers and every migration is applied.
     const latestMigration = Math.max(...MIGRATIONS.map((m) => m.version));
@@ -355,6 +365,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
         });
         await Promise.allSettled([...inFlight]);
         clearInterval(checkpointTimer);
+        await purge.stop();
         await commits.close();
         for (const fn of cleanup.reverse()) await fn().catch(() => undefined);
         log.info("fieldvault stopped");

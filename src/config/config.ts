@@ -71,6 +71,10 @@ const envSchema = z.object({
   FIELDVAULT_AUTO_ROTATE_CHECK_MS: positiveInt(3_600_000),
   FIELDVAULT_SHUTDOWN_GRACE_MS: positiveInt(10000),
   FIELDVAULT_HEALTH_INTERVAL_MS: positiveInt(5000, 300000),
+  /** Days a card's tokens outlive the end of its expiry month (DESIGN §13; the refund window). */
+  FIELDVAULT_CARD_RETENTION_DAYS: z.coerce.number().int().min(0).max(3650).default(90),
+  FIELDVAULT_PURGE_INTERVAL_MS: positiveInt(60_000),
+  FIELDVAULT_PURGE_BATCH_SIZE: positiveInt(500, 10_000),
   FIELDVAULT_INSTANCE_ID: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).optional(),
 });
 
@@ -108,6 +112,9 @@ export interface Config {
   autoRotateCheckMs: number;
   shutdownGraceMs: number;
   healthIntervalMs: number;
+  cardRetentionDays: number;
+  purgeIntervalMs: number;
+  purgeBatchSize: number;
   instanceId: string;
 }
 
@@ -199,6 +206,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     autoRotateCheckMs: e.FIELDVAULT_AUTO_ROTATE_CHECK_MS,
     shutdownGraceMs: e.FIELDVAULT_SHUTDOWN_GRACE_MS,
     healthIntervalMs: e.FIELDVAULT_HEALTH_INTERVAL_MS,
+    cardRetentionDays: e.FIELDVAULT_CARD_RETENTION_DAYS,
+    purgeIntervalMs: e.FIELDVAULT_PURGE_INTERVAL_MS,
+    purgeBatchSize: e.FIELDVAULT_PURGE_BATCH_SIZE,
     instanceId: e.FIELDVAULT_INSTANCE_ID ?? `fv-${randomBytes(6).toString("hex")}`,
   };
 }

@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import { type CallOptions, type ChannelOptions, ChannelCredentials, type ClientReadableStream, Metadata, type ServiceError, status } from "@grpc/grpc-js";
 import { AccessLogClient, type LogEntry, type QueryRequest, type VerifyResponse } from "../gen/fieldvault/v1/access_log";
 import { type CategoryKeys, KeyAdminClient } from "../gen/fieldvault/v1/key_admin";
-import { type Masked, TokenServiceClient } from "../gen/fieldvault/v1/token_service";
+import { type Masked, type TokenFormat, TokenServiceClient } from "../gen/fieldvault/v1/token_service";
 import { explainConnectionError, SDK_WORDS } from "./connection-errors";
 import { DEFAULT_RETRY, DETERMINISTIC_CATEGORIES, type RetryPolicy, withRetry } from "./retry";
 
@@ -31,6 +31,8 @@ export interface CallOverrides {
 export interface FieldInput {
   category: string;
   value: string;
+  /** TOKEN_FORMAT_PRESERVING (card_number only): a digits token of the PAN's length (DESIGN §13). */
+  tokenFormat?: TokenFormat;
 }
 
 export interface Tokenized {

@@ -8,6 +8,7 @@
 export { FieldVaultClient, FieldVaultError, RevealError } from "./client";
 export type { CallOverrides, FieldInput, FieldVaultOptions, Inspected, Pem, Revealed, Tokenized } from "./client";
 export { DEFAULT_RETRY, DETERMINISTIC_CATEGORIES } from "./retry";
+export { TokenFormat } from "../gen/fieldvault/v1/token_service";
 export type { RetryPolicy } from "./retry";
 
 import { FieldVaultClient, type FieldVaultOptions } from "./client";

@@ -2,6 +2,7 @@ import { type ChainedEntry, entryHash, GENESIS_HASH, type LogDraft, logDraft } f
 import { checkpointHash, type LiveLogState, parseCheckpointJson, signedByTrusted, type SignedCheckpointV2, ZERO_HASH } from "../domain/checkpoint";
 import type { CallContext } from "../domain/context";
 import { denied, invalid, VaultError } from "../domain/errors";
+import { looksLikePan } from "../domain/token-formats";
 import type { Policy } from "../domain/policy";
 import type { ChainSpan, LogQueryFilter, StoredCheckpoint } from "../storage/postgres/log-store";
 import { PRIMARY, type ReadSource } from "../storage/postgres/read-replica";
@@ -52,6 +53,8 @@ export interface AuditDeps {
    * database it writes to (the primary, even when `store` is a replica) to compare them with.
    */
   live?: { state: () => LiveLogState; reads: Pick<AuditReads, "chainEntryAt" | "checkpointsNumbered"> };
+  /** Every spelling of a token (opaque id, format-preserving alias): a query by either finds entries logged under both. */
+  tokenSpellings?: (token: string) => Promise<string[]>;
   now?: () => Date;
 }
 
@@ -170,6 +173,7 @@ export function createAudit(deps: AuditDeps) {
     await refuseInvalid(ctx, "log_query", () => {
       for (const f of ["caller", "token", "category", "purpose", "outcome", "action"] as const) checkFilter(f, req[f]);
       checkRange(req.since, req.until);
+      if (looksLikePan(req.token)) throw invalid("token: a Luhn-valid card number is not a token (format-preserving tokens fail the Luhn check)");
       if (req.pageToken) before = decodeCursor(req.pageToken);
     });
     const filter: LogQueryFilter = {
@@ -186,6 +190,7 @@ export function createAudit(deps: AuditDeps) {
     // PCI DSS 10.2.1: reading the log is itself logged, durably, before anything is returned.
     const shown = Object.fromEntries(Object.entries({ ...filter, pageSize }).filter(([, v]) => v !== undefined));
     await deps.commits.append([draft(ctx, "log_query", { detail: JSON.stringify(shown) })]);
+    if (filter.token && deps.tokenSpellings) filter.token = await deps.tokenSpellings(req.token);
     const { value: rows, source } = await readStore((store) => store.query(filter, pageSize + 1));
     const more = rows.length > pageSize;
     const page = rows.slice(0, pageSize);

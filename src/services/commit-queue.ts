@@ -20,8 +20,8 @@ function asUnavailable(err: unknown): unknown {
 export interface CommitJob<T> {
   /** New tokens to store (deterministic ones may resolve to an existing id). */
   tokens?: readonly NewToken[];
-  /** Extra statements that must commit atomically with the log entries (deletes, key changes). */
-  work?: (tx: Queryable) => Promise<T>;
+  /** Extra statements that must commit atomically with the log entries (deletes, key changes); given this job's token ids. */
+  work?: (tx: Queryable, tokenIds: string[]) => Promise<T>;
   /** The access-log entries; may depend on the work's result. */
   log: readonly LogDraft[] | ((result: T | undefined, tokenIds: string[]) => readonly LogDraft[]);
 }
@@ -183,8 +183,9 @@ export class CommitQueue {
     } catch (err) {
       if (err === REQUEUE) {
         this.queue.unshift(...batch);
-      } else if (batch.length > 1 && !isOutage(err) && (!(err instanceof VaultError) || err instanceof IntegrityError)) {
-        // A statement failed for one job's data: isolate it instead of failing its neighbours.
+      } else if (batch.length > 1 && (err instanceof VaultError ? err.code !== "UNAVAILABLE" : !isOutage(err))) {
+        // A statement failed for one job's data, or one job's work refused (e.g. RESOURCE_EXHAUSTED:
+        // no format-preserving token left in a BIN range): isolate it instead of failing its neighbours.
         for (const p of batch) {
           await this.flush([p]).catch((e) => (e === REQUEUE ? this.queue.unshift(p) : p.reject(asUnavailable(e))));
         }
@@ -266,7 +267,7 @@ export class CommitQueue {
               const n = p.job.tokens?.length ?? 0;
               const tokenIds = ids.slice(at, at + n);
               at += n;
-              const result = p.job.work ? await p.job.work(tx) : undefined;
+              const result = p.job.work ? await p.job.work(tx, tokenIds) : undefined;
               results.push({ tokenIds, result });
             }
             await prev.built;

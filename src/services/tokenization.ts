@@ -1,11 +1,13 @@
 import { cvvBinding, fingerprintBinding, type Kek, openValue, sealValue } from "../crypto/envelope";
 import { fingerprint } from "../crypto/fingerprint";
-import { isWellFormedToken, newToken } from "../crypto/tokens";
+import { newToken } from "../crypto/tokens";
 import { type LogDraft, logDraft } from "../domain/access-log";
+import { cardLifetimes } from "../domain/card-lifetime";
 import type { CategoryRegistry, MaskedView } from "../domain/categories";
 import type { CallContext } from "../domain/context";
 import { DependencyError, denied, IntegrityError, invalid, VaultError } from "../domain/errors";
 import type { Policy } from "../domain/policy";
+import { aliasFits, isOpaqueToken, isWellFormedToken, loggableToken, panShape, type PanShape, PRESERVING_CATEGORIES, type TokenFormat } from "../domain/token-formats";
 import type { Queryable } from "../storage/db";
 import type { CvvRecord, CvvStore, NewToken, RateLimiter, TokenIntegrity, TokenRecord } from "../storage/ports";
 import { deleteSubject, deleteTokens } from "../storage/postgres/token-store";
@@ -32,6 +34,10 @@ export interface TokenizationDeps {
   instanceId: string;
   maxBatch: number;
   cvvTtlSeconds: number;
+  /** Days a card's tokens outlive its expiry month when no ttl_seconds is given (DESIGN §13). */
+  cardRetentionDays: number;
+  /** Gives token rows their format-preserving alias inside the commit (storage/postgres/alias-store.ts). */
+  assignAliases: (tx: Queryable, wants: readonly { tokenId: string; shape: PanShape }[]) => Promise<Map<string, string>>;
   now?: () => Date;
   /** Told about each detokenize item once its log entry committed (metrics); never given a value. */
   onDetokenized?: (e: { identity: string; category: string; purpose: string; outcome: string }) => void;
@@ -52,6 +58,8 @@ export type InspectItem = ItemResult<{ token: string; category: string; masked: 
 
 /** A stored envelope from either store, with what the policy and the log need to know. */
 interface Found {
+  /** The stored token id (what the ciphertext's AAD binds), whichever form of token found it. */
+  id: string;
   category: string;
   kekVersion: number;
   wrappedDek: Uint8Array;
@@ -110,7 +118,7 @@ export function createTokenization(deps: TokenizationDeps) {
 
   async function tokenize(
     ctx: CallContext,
-    req: { fields: readonly { category: string; value: string }[]; ttlSeconds: number; subjectRef: string },
+    req: { fields: readonly { category: string; value: string; tokenFormat?: TokenFormat | "unknown" }[]; ttlSeconds: number; subjectRef: string },
   ): Promise<TokenizedField[]> {
     return guard(ctx, "tokenize", async () => {
       checkCount("fields", req.fields.length, deps.maxBatch);
@@ -122,6 +130,10 @@ export function createTokenization(deps: TokenizationDeps) {
         const spec = deps.registry.get(f.category);
         if (!spec) throw invalid(`fields[${i}].category: unknown category`);
         if (!policy.canTokenize(ctx.identity, spec.name)) throw denied(`fields[${i}]: may not tokenize ${spec.name}`);
+        if (f.tokenFormat === "unknown") throw invalid(`fields[${i}].token_format: unknown token format`);
+        if (f.tokenFormat === "preserving" && !PRESERVING_CATEGORIES.has(spec.name)) {
+          throw invalid(`fields[${i}].token_format (${spec.name}): TOKEN_FORMAT_PRESERVING is only for card_number`);
+        }
         return spec;
       });
       const normalised = req.fields.map((f, i) => {
@@ -130,6 +142,9 @@ export function createTokenization(deps: TokenizationDeps) {
         return n.value;
       });
       await budget.take(ctx.identity, specs);
+
+      const lifetimes = req.ttlSeconds ? [] : cardLifetimes(specs.map((s, i) => ({ category: s.name, value: normalised[i]! })), deps.cardRetentionDays);
+      const preserving: { row: number; out: number; shape: PanShape }[] = [];
 
       const keks = new Map<string, Kek>();
       const rows: NewToken[] = [];
@@ -155,7 +170,8 @@ export function createTokenization(deps: TokenizationDeps) {
         const fp = spec.tokenKind === "deterministic" ? fingerprint(deps.keyring.fingerprintKey(spec.name), plain) : null;
         const sealed = sealValue(kek, id, spec.name, plain, fingerprintBinding(fp));
         plain.fill(0);
-        const expiresAt = req.ttlSeconds ? new Date(at.getTime() + req.ttlSeconds * 1000) : null;
+        const expiresAt = req.ttlSeconds ? new Date(at.getTime() + req.ttlSeconds * 1000) : (lifetimes[i] ?? null);
+        if (req.fields[i]!.tokenFormat === "preserving") preserving.push({ row: rows.length, out: out.length, shape: panShape(value) });
         rowOf.push(out.length);
         rows.push({
           id,
@@ -174,8 +190,11 @@ export function createTokenization(deps: TokenizationDeps) {
       if (cvvs.length) await deps.cvv.put(cvvs);
       const categories = [...new Set(specs.map((s) => s.name))].join(",");
       try {
-        const { tokenIds } = await deps.commits.submit({
+        const { tokenIds, result: aliases } = await deps.commits.submit({
           tokens: rows,
+          work: preserving.length
+            ? (tx, ids) => deps.assignAliases(tx, preserving.map((p) => ({ tokenId: ids[p.row]!, shape: p.shape })))
+            : undefined,
           // One entry per token handed out, so the log answers "who created (or was handed) this token".
           log: (_r, tokenIds) => {
             const ids = out.map((o) => o.token);
@@ -194,6 +213,7 @@ export function createTokenization(deps: TokenizationDeps) {
         });
         // Deterministic tokens resolve to the id already holding the value.
         rowOf.forEach((outIndex, r) => (out[outIndex]!.token = tokenIds[r]!));
+        for (const p of preserving) out[p.out]!.token = aliases!.get(tokenIds[p.row]!)!;
       } catch (err) {
         if (cvvs.length) await deps.cvv.remove(cvvs.map((c) => c.token)).catch(() => undefined);
         throw err;
@@ -214,11 +234,11 @@ export function createTokenization(deps: TokenizationDeps) {
     const wellFormed = [...new Set(tokens.filter(isWellFormedToken))];
     const found: Map<string, Found> & { cacheDown?: boolean } = new Map<string, Found>();
     for (const [id, r] of await findTokens(wellFormed)) found.set(id, { ...r, inRedis: false, intact: deps.integrity.intact(r) });
-    const rest = wellFormed.filter((t) => !found.has(t));
+    const rest = wellFormed.filter((t) => !found.has(t) && isOpaqueToken(t));
     if (rest.length) {
       try {
         for (const [id, r] of await deps.cvv.peek(rest)) {
-          found.set(id, { ...r, category: "card_cvv", inRedis: true, intact: true });
+          found.set(id, { ...r, id, category: "card_cvv", inRedis: true, intact: true });
         }
       } catch (err) {
         if (!tolerateCacheOutage || !(err instanceof DependencyError)) throw err;
@@ -251,7 +271,7 @@ export function createTokenization(deps: TokenizationDeps) {
       const allowedByCategory = new Map<string, Pending[]>();
       req.tokens.forEach((token, i) => {
         const f = found.get(token);
-        if (!f && found.cacheDown && isWellFormedToken(token)) return fail(i, "", "UNAVAILABLE", "token store unavailable", "unavailable");
+        if (!f && found.cacheDown && isOpaqueToken(token)) return fail(i, "", "UNAVAILABLE", "token store unavailable", "unavailable");
         if (!f) return fail(i, "", "NOT_FOUND", "unknown or erased token");
         if (!f.intact) return fail(i, "", "INTERNAL", "value could not be decrypted");
         if (!policy.isPurpose(req.purpose) || !policy.canDetokenize(ctx.identity, f.category, req.purpose)) {
@@ -287,10 +307,13 @@ export function createTokenization(deps: TokenizationDeps) {
               cvvIndex.set(token, i);
               plain = opened.plain;
             } else {
-              plain = openValue(kek, token, category, f, fingerprintBinding(f.fingerprint));
+              plain = openValue(kek, f.id, category, f, fingerprintBinding(f.fingerprint));
             }
-            results[i] = { token, category, ok: true, value: utf8d.decode(plain) };
+            const value = utf8d.decode(plain);
             plain.fill(0);
+            // An alias moved to another row (by whoever can write the database) reveals nothing.
+            if (f.id !== token && !aliasFits(token, value)) fail(i, category, "INTERNAL", "value could not be decrypted");
+            else results[i] = { token, category, ok: true, value };
           } catch (err) {
             if (err instanceof VaultError && err.code === "FAILED_PRECONDITION") fail(i, category, err.code, err.message);
             else if (err instanceof VaultError && err.code === "UNAVAILABLE") throw err;
@@ -305,7 +328,7 @@ export function createTokenization(deps: TokenizationDeps) {
         results.map((r, i) =>
           draft(ctx, "detokenize", {
             category: r.category,
-            token: isWellFormedToken(r.token) ? r.token : "(malformed)",
+            token: loggableToken(r.token),
             purpose: req.purpose,
             justification: req.justification,
             outcome: outcomes[i]!,
@@ -346,7 +369,7 @@ export function createTokenization(deps: TokenizationDeps) {
         let masked = f.masked ?? spec?.mask("", at) ?? { display: "", brand: "", last: "", expired: false };
         if (spec?.dynamicMask) {
           try {
-            const plain = openValue(deps.keyring.forDecrypt(f.category, f.kekVersion), token, f.category, f, fingerprintBinding(f.fingerprint));
+            const plain = openValue(deps.keyring.forDecrypt(f.category, f.kekVersion), f.id, f.category, f, fingerprintBinding(f.fingerprint));
             masked = spec.mask(utf8d.decode(plain), at);
             plain.fill(0);
           } catch (err) {
@@ -371,12 +394,17 @@ export function createTokenization(deps: TokenizationDeps) {
         if (!policy.canDelete(ctx.identity, f.category)) throw denied(`tokens: may not delete ${f.category} (${token})`);
       }
       const redisTokens = [...found].filter(([, f]) => f.inRedis).map(([t]) => t);
-      const pgTokens = [...found].filter(([, f]) => !f.inRedis).map(([t]) => t);
+      // Either form of a token names its one row; the log names the token as given (and the stored id when they differ).
+      const pgTokens = [...new Set([...found.values()].filter((f) => !f.inRedis).map((f) => f.id))];
+      const categoryOf = new Map([...found.values()].map((f) => [f.id, f.category]));
+      const asGiven = new Map([...found].map(([t, f]) => [f.id, t]));
       const removedCvvs = redisTokens.length ? await deps.cvv.remove(redisTokens) : 0;
       const { result } = await deps.commits.submit({
         work: (tx: Queryable) => deleteTokens(tx, pgTokens),
         log: (ids) => [
-          ...(ids ?? []).map((token) => draft(ctx, "delete", { token, category: found.get(token)!.category, outcome: "erased" })),
+          ...(ids ?? []).map((id) =>
+            draft(ctx, "delete", { token: asGiven.get(id)!, category: categoryOf.get(id)!, outcome: "erased", detail: asGiven.get(id) === id ? "" : `stored as ${id}` }),
+          ),
           ...redisTokens.map((token) => draft(ctx, "delete", { token, category: "card_cvv", outcome: "erased" })),
           draft(ctx, "delete", { detail: `requested=${req.tokens.length} erased=${(ids?.length ?? 0) + removedCvvs}` }),
         ],

@@ -152,6 +152,23 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
       ALTER TABLE kek_versions ADD COLUMN state_mac bytea;
     `,
   },
+  {
+    version: 40,
+    name: "format-preserving card tokens (aliases of a token row)",
+    sql: `
+      CREATE TABLE token_aliases (
+        token_id text PRIMARY KEY REFERENCES tokens (id) ON DELETE CASCADE,
+        alias text NOT NULL UNIQUE,
+        range_key text NOT NULL
+      );
+      CREATE INDEX token_aliases_range ON token_aliases (range_key);
+    `,
+  },
+  {
+    version: 41,
+    name: "expired-token purge index",
+    sql: `CREATE INDEX tokens_expires_at ON tokens (expires_at) WHERE expires_at IS NOT NULL;`,
+  },
 ];
 
 const MIGRATION_LOCK = 0x66766d67; // "fvmg"

@@ -124,7 +124,8 @@ const SELECT_ENTRY = `SELECT seq, ${COLUMNS.join(", ")} FROM access_log`;
 
 export interface LogQueryFilter {
   caller?: string;
-  token?: string;
+  /** One token, or all spellings of one (see alias-store.ts `tokenSpellings`). */
+  token?: string | readonly string[];
   category?: string;
   purpose?: string;
   outcome?: string;
@@ -146,7 +147,9 @@ export async function queryLogEntries(q: Queryable, f: LogQueryFilter, limit: nu
     where.push(sql.replace("?", `$${params.length}`));
   };
   for (const col of ["caller", "token", "category", "purpose", "outcome", "action"] as const) {
-    if (f[col]) add(`${col} = ?`, f[col]);
+    const v = f[col];
+    if (Array.isArray(v)) add(`${col} = ANY(?::text[])`, v);
+    else if (v) add(`${col} = ?`, v);
   }
   if (f.since) add("at >= ?", f.since);
   if (f.until) add("at < ?", f.until);

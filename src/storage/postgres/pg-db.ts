@@ -1,11 +1,12 @@
 import pg from "pg";
-import { DependencyError } from "../../domain/errors";
+import { DependencyError, VaultError } from "../../domain/errors";
 import { type Db, isOutage, type Queryable, type QueryResult } from "../db";
 
 // int8 (counts, sequences) as JS numbers: our values stay far below 2^53.
 pg.types.setTypeParser(20, (v) => Number(v));
 
-const wrap = (err: unknown): unknown => (isOutage(err) ? new DependencyError("postgres", err) : err);
+// A domain error thrown by a transaction's own work (e.g. RESOURCE_EXHAUSTED) is not an outage: it passes through.
+const wrap = (err: unknown): unknown => (err instanceof VaultError || !isOutage(err) ? err : new DependencyError("postgres", err));
 
 function queryable(client: pg.Pool | pg.PoolClient): Queryable {
   return {

@@ -1,8 +1,16 @@
 import type { MaskedView } from "../../domain/categories";
 import { VaultError } from "../../domain/errors";
-import type { TokenServiceServer } from "../../gen/fieldvault/v1/token_service";
+import type { TokenFormat as DomainTokenFormat } from "../../domain/token-formats";
+import { TokenFormat, type TokenServiceServer } from "../../gen/fieldvault/v1/token_service";
 import type { Tokenization } from "../../services/tokenization";
 import { type CallHooks, unary } from "./call";
+
+/** The wire enum as the service's name for it; a number the contract does not define is "unknown" (refused there, and logged). */
+function tokenFormat(f: TokenFormat | undefined): DomainTokenFormat | "unknown" {
+  if (f === undefined || f === TokenFormat.TOKEN_FORMAT_UNSPECIFIED || f === TokenFormat.TOKEN_FORMAT_OPAQUE) return "opaque";
+  if (f === TokenFormat.TOKEN_FORMAT_PRESERVING) return "preserving";
+  return "unknown";
+}
 
 const masked = (m: MaskedView) => ({ display: m.display, brand: m.brand, last: m.last, expired: m.expired });
 
@@ -10,7 +18,8 @@ const masked = (m: MaskedView) => ({ display: m.display, brand: m.brand, last: m
 export function tokenServiceHandlers(hooks: CallHooks, svc: Tokenization): TokenServiceServer {
   return {
     tokenize: unary(hooks, "Tokenize", async (ctx, req) => {
-      const out = await svc.tokenize(ctx, { fields: req.fields, ttlSeconds: req.ttlSeconds, subjectRef: req.subjectRef });
+      const fields = req.fields.map((f) => ({ category: f.category, value: f.value, tokenFormat: tokenFormat(f.tokenFormat) }));
+      const out = await svc.tokenize(ctx, { fields, ttlSeconds: req.ttlSeconds, subjectRef: req.subjectRef });
       return {
         tokens: out.map((t) => ({ token: t.token, category: t.category, masked: masked(t.masked), expiresAt: t.expiresAt ?? undefined })),
       };
