@@ -6,6 +6,7 @@ import type { Config } from "./config/config";
 import { loadRootKeys } from "./config/root-keys";
 import { loadSigningKey } from "./config/signing-key";
 import { readySodium } from "./crypto/sodium";
+import { subjectRefKey } from "./crypto/subject-ref";
 import { defaultRegistry } from "./domain/categories";
 import { AccessLogService } from "./gen/fieldvault/v1/access_log";
 import { KeyAdminService } from "./gen/fieldvault/v1/key_admin";
@@ -17,6 +18,7 @@ import { CommitQueue } from "./services/commit-queue";
 import { createKeyLifecycle } from "./services/key-lifecycle";
 import { Keyring } from "./services/keyring";
 import { PolicyHolder } from "./services/policy-holder";
+import { createSubjectRights } from "./services/subject-rights";
 import { createTokenization } from "./services/tokenization";
 import type { Db } from "./storage/db";
 import { createMemoryCvvStore } from "./storage/embedded/memory-cvv-store";
@@ -25,6 +27,7 @@ import { MIGRATIONS, migrate, schemaVersion } from "./storage/migrations";
 import type { CvvStore, RateLimiter } from "./storage/ports";
 import { auditStore } from "./storage/postgres/log-store";
 import { createPgDb } from "./storage/postgres/pg-db";
+import { subjectStore } from "./storage/postgres/subject-store";
 import { findTokens } from "./storage/postgres/token-store";
 import { createRedisCvvStore } from "./storage/redis/redis-cvv-store";
 import { createRedisRateLimiter } from "./storage/redis/redis-rate-limiter";
@@ -156,6 +159,16 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       onDetokenized: (e) => metrics.detokenized(e),
     });
 
+    const subjects = createSubjectRights({
+      policy: () => policy.get(),
+      categories: () => registry.names(),
+      commits,
+      store: subjectStore(db),
+      signingKey,
+      subjectKey: subjectRefKey(signingKey),
+      instanceId: config.instanceId,
+    });
+
     const inFlight = new Set<Promise<unknown>>();
     const hooks: CallHooks = {
       log,
@@ -168,7 +181,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
     };
 
     const server = new Server({ "grpc.max_receive_message_length": 16 * 1024 * 1024 });
-    server.addService(TokenServiceService, tokenServiceHandlers(hooks, tokenization));
+    server.addService(TokenServiceService, tokenServiceHandlers(hooks, tokenization, subjects));
     const audit = createAudit({
       policy: () => policy.get(),
       commits,
@@ -177,7 +190,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       trustedKeys: [signingKey.publicKey, ...config.auditTrustedKeys],
       instanceId: config.instanceId,
     });
-    server.addService(AccessLogService, accessLogHandlers(hooks, audit));
+    server.addService(AccessLogService, accessLogHandlers(hooks, audit, subjects));
     const keyLifecycle = createKeyLifecycle({
       registry,
       policy: () => policy.get(),

@@ -2,6 +2,7 @@
 import { Command } from "commander";
 import { registerAudit } from "./audit";
 import { registerKeys } from "./keys";
+import { registerSubjectRights } from "./subject-rights";
 
 /** `fieldvault` — for security engineers (keys …) and incident responders (audit …). */
 const program = new Command()
@@ -10,6 +11,7 @@ const program = new Command()
   .showHelpAfterError();
 registerKeys(program);
 registerAudit(program);
+registerSubjectRights(program.commands.find((c) => c.name() === "audit")!);
 
 program.parseAsync(process.argv).catch((err: Error & { details?: string }) => {
   process.stderr.write(`fieldvault: ${err.details ?? err.message}\n`);

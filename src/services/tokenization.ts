@@ -8,7 +8,7 @@ import { DependencyError, denied, invalid, VaultError } from "../domain/errors";
 import type { Policy } from "../domain/policy";
 import type { Queryable } from "../storage/db";
 import type { CvvRecord, CvvStore, NewToken, RateLimiter, TokenRecord } from "../storage/ports";
-import { deleteSubject, deleteTokens } from "../storage/postgres/token-store";
+import { deleteTokens } from "../storage/postgres/token-store";
 import type { CommitQueue } from "./commit-queue";
 import type { Keyring } from "./keyring";
 import { batchLookups } from "./lookup-batcher";
@@ -151,6 +151,7 @@ export function createTokenization(deps: TokenizationDeps) {
           createdAt: at,
           expiresAt,
           subjectRef: req.subjectRef || null,
+          subjectCaller: policy.callerName(ctx.identity),
         });
         out.push({ token: id, category: spec.name, masked, expiresAt });
       });
@@ -332,22 +333,7 @@ export function createTokenization(deps: TokenizationDeps) {
     });
   }
 
-  async function eraseSubject(ctx: CallContext, req: { subjectRef: string }): Promise<{ erased: number; unlinked: number }> {
-    return guard(ctx, "delete_subject", async () => {
-      checkText("subject_ref", req.subjectRef, true);
-      if (!deps.policy().canDeleteSubject(ctx.identity)) throw denied("may not delete data subjects");
-      const { result } = await deps.commits.submit({
-        work: (tx: Queryable) => deleteSubject(tx, req.subjectRef),
-        log: (r) => [
-          ...(r?.erased ?? []).map((token) => draft(ctx, "delete_subject", { token, outcome: "erased" })),
-          draft(ctx, "delete_subject", { detail: `erased=${r?.erased.length ?? 0} unlinked=${r?.unlinked.length ?? 0}` }),
-        ],
-      });
-      return { erased: result?.erased.length ?? 0, unlinked: result?.unlinked.length ?? 0 };
-    });
-  }
-
-  return { tokenize, detokenize, inspect, erase, eraseSubject };
+  return { tokenize, detokenize, inspect, erase };
 }
 
 const OUTCOMES: Record<string, string> = {

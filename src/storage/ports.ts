@@ -16,6 +16,8 @@ export interface NewToken extends TokenRecord {
   /** Keyed fingerprint for deterministic categories, else null. */
   readonly fingerprint: Uint8Array | null;
   readonly subjectRef: string | null;
+  /** The policy caller that links the subject (a caller later unlinks only its own links). */
+  readonly subjectCaller?: string;
 }
 
 /** A single-use CVV envelope kept only in Redis (or its in-process stand-in). */

@@ -1,13 +1,14 @@
 import type { MaskedView } from "../../domain/categories";
 import { VaultError } from "../../domain/errors";
 import type { TokenServiceServer } from "../../gen/fieldvault/v1/token_service";
+import type { SubjectRights } from "../../services/subject-rights";
 import type { Tokenization } from "../../services/tokenization";
 import { type CallHooks, unary } from "./call";
 
 const masked = (m: MaskedView) => ({ display: m.display, brand: m.brand, last: m.last, expired: m.expired });
 
 /** TokenService: decode → call the tokenization service → encode. No policy, SQL or crypto here. */
-export function tokenServiceHandlers(hooks: CallHooks, svc: Tokenization): TokenServiceServer {
+export function tokenServiceHandlers(hooks: CallHooks, svc: Tokenization, subjects: Pick<SubjectRights, "deleteSubject">): TokenServiceServer {
   return {
     tokenize: unary(hooks, "Tokenize", async (ctx, req) => {
       const out = await svc.tokenize(ctx, { fields: req.fields, ttlSeconds: req.ttlSeconds, subjectRef: req.subjectRef });
@@ -46,7 +47,11 @@ export function tokenServiceHandlers(hooks: CallHooks, svc: Tokenization): Token
       };
     }),
     deleteTokens: unary(hooks, "DeleteTokens", async (ctx, req) => ({ deleted: await svc.erase(ctx, { tokens: req.tokens }) })),
-    deleteSubject: unary(hooks, "DeleteSubject", async (ctx, req) => svc.eraseSubject(ctx, { subjectRef: req.subjectRef })),
+    deleteSubject: unary(hooks, "DeleteSubject", async (ctx, req) => {
+      const r = await subjects.deleteSubject(ctx, { subjectRef: req.subjectRef });
+      const { statement, signature, keyId } = r.receipt;
+      return { erased: r.erased, unlinked: r.unlinked, receipt: { statement: Buffer.from(statement), signature: Buffer.from(signature), keyId } };
+    }),
     // Break-glass (DESIGN §15) is being built in services/break-glass.ts; until then it is refused.
     requestBreakGlass: unary(hooks, "RequestBreakGlass", async () => {
       throw new VaultError("UNIMPLEMENTED", "break-glass is not available yet");
