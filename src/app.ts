@@ -18,6 +18,7 @@ import { CommitQueue } from "./services/commit-queue";
 import { createKeyLifecycle } from "./services/key-lifecycle";
 import { Keyring } from "./services/keyring";
 import { PolicyHolder } from "./services/policy-holder";
+import { createBreakGlass } from "./services/break-glass";
 import { createSubjectRights } from "./services/subject-rights";
 import { createTokenization } from "./services/tokenization";
 import type { Db } from "./storage/db";
@@ -27,6 +28,7 @@ import { MIGRATIONS, migrate, schemaVersion } from "./storage/migrations";
 import type { CvvStore, RateLimiter } from "./storage/ports";
 import { auditStore } from "./storage/postgres/log-store";
 import { createPgDb } from "./storage/postgres/pg-db";
+import { breakGlassStore } from "./storage/postgres/break-glass-store";
 import { subjectStore } from "./storage/postgres/subject-store";
 import { findTokens } from "./storage/postgres/token-store";
 import { createRedisCvvStore } from "./storage/redis/redis-cvv-store";
@@ -145,6 +147,18 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
     const checkpointTimer = setInterval(() => void commits.checkpoint().catch(() => undefined), config.checkpointIntervalMs);
     checkpointTimer.unref();
 
+    const breakGlass = createBreakGlass({
+      policy: () => policy.get(),
+      categories: () => registry.names(),
+      commits,
+      store: breakGlassStore(db),
+      maxSeconds: config.breakGlassMaxSeconds,
+      instanceId: config.instanceId,
+      onReveal: (e) => {
+        metrics.breakGlassReveal(e);
+        log.warn({ breakGlassId: e.grantId, caller: e.identity, category: e.category, purpose: e.purpose, requestId: e.requestId }, "break-glass reveal");
+      },
+    });
     const tokenization = createTokenization({
       registry,
       policy: () => policy.get(),
@@ -157,6 +171,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       maxBatch: config.maxBatch,
       cvvTtlSeconds: config.cvvTtlSeconds,
       onDetokenized: (e) => metrics.detokenized(e),
+      breakGlass,
     });
 
     const subjects = createSubjectRights({
@@ -181,7 +196,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
     };
 
     const server = new Server({ "grpc.max_receive_message_length": 16 * 1024 * 1024 });
-    server.addService(TokenServiceService, tokenServiceHandlers(hooks, tokenization, subjects));
+    server.addService(TokenServiceService, tokenServiceHandlers(hooks, tokenization, subjects, breakGlass));
     const audit = createAudit({
       policy: () => policy.get(),
       commits,

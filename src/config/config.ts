@@ -53,6 +53,8 @@ const envSchema = z.object({
   FIELDVAULT_AUTO_ROTATE_CHECK_MS: positiveInt(3_600_000),
   FIELDVAULT_SHUTDOWN_GRACE_MS: positiveInt(10000),
   FIELDVAULT_HEALTH_INTERVAL_MS: positiveInt(5000, 300000),
+  /** The longest break-glass grant a caller may request (DESIGN §15). */
+  FIELDVAULT_BREAK_GLASS_MAX_SECONDS: positiveInt(3600, 86400),
   FIELDVAULT_INSTANCE_ID: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).optional(),
 });
 
@@ -85,6 +87,7 @@ export interface Config {
   shutdownGraceMs: number;
   healthIntervalMs: number;
   instanceId: string;
+  breakGlassMaxSeconds: number;
 }
 
 export class ConfigError extends Error {
@@ -164,5 +167,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     shutdownGraceMs: e.FIELDVAULT_SHUTDOWN_GRACE_MS,
     healthIntervalMs: e.FIELDVAULT_HEALTH_INTERVAL_MS,
     instanceId: e.FIELDVAULT_INSTANCE_ID ?? `fv-${randomBytes(6).toString("hex")}`,
+    breakGlassMaxSeconds: e.FIELDVAULT_BREAK_GLASS_MAX_SECONDS,
   };
 }

@@ -29,6 +29,7 @@ export class Metrics {
   private readonly commitSeconds: Histogram<"outcome">;
   private readonly commitEntries: Histogram;
   private readonly commitJobs: Histogram;
+  private readonly breakGlassReveals: Counter<"caller" | "category">;
   private readonly dbUp: Gauge;
   private readonly redisUp: Gauge;
   private server: Server | undefined;
@@ -69,6 +70,12 @@ export class Metrics {
       buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512],
       registers,
     });
+    this.breakGlassReveals = new Counter({
+      name: "fieldvault_break_glass_reveals_total",
+      help: "Values revealed through an approved break-glass grant, by policy caller and category (alert on any increase)",
+      labelNames: ["caller", "category"],
+      registers,
+    });
     this.dbUp = new Gauge({ name: "fieldvault_db_up", help: "1 while the last PostgreSQL health probe succeeded and migrations are applied", registers });
     this.redisUp = new Gauge({ name: "fieldvault_redis_up", help: "1 while Redis answers (absent: in-process stand-ins)", registers });
   }
@@ -87,6 +94,14 @@ export class Metrics {
       category: this.opts.categories().includes(e.category) ? e.category : e.category === "" ? "none" : OTHER,
       purpose: this.opts.purposes().includes(e.purpose) ? e.purpose : "undeclared",
       outcome: DETOKENIZE_OUTCOMES.has(e.outcome) ? e.outcome : OTHER,
+    });
+  }
+
+  /** A value revealed through a break-glass grant (after its log entry committed). */
+  breakGlassReveal(e: { identity: string; category: string }): void {
+    this.breakGlassReveals.inc({
+      caller: this.opts.callerName(e.identity) ?? "unknown",
+      category: this.opts.categories().includes(e.category) ? e.category : OTHER,
     });
   }
 

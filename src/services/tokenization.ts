@@ -9,6 +9,7 @@ import type { Policy } from "../domain/policy";
 import type { Queryable } from "../storage/db";
 import type { CvvRecord, CvvStore, NewToken, RateLimiter, TokenRecord } from "../storage/ports";
 import { deleteTokens } from "../storage/postgres/token-store";
+import type { BreakGlass } from "./break-glass";
 import type { CommitQueue } from "./commit-queue";
 import type { Keyring } from "./keyring";
 import { batchLookups } from "./lookup-batcher";
@@ -29,6 +30,8 @@ export interface TokenizationDeps {
   maxBatch: number;
   cvvTtlSeconds: number;
   now?: () => Date;
+  /** Break-glass grants Detokenize may consult (DESIGN §15). */
+  breakGlass?: Pick<BreakGlass, "open" | "revealed">;
   /** Told about each detokenize item once its log entry committed (metrics); never given a value. */
   onDetokenized?: (e: { identity: string; category: string; purpose: string; outcome: string }) => void;
 }
@@ -202,7 +205,7 @@ export function createTokenization(deps: TokenizationDeps) {
 
   async function detokenize(
     ctx: CallContext,
-    req: { tokens: readonly string[]; purpose: string; justification: string },
+    req: { tokens: readonly string[]; purpose: string; justification: string; breakGlassId?: string },
   ): Promise<DetokenizeItem[]> {
     return guard(ctx, "detokenize", async () => {
       checkCount("tokens", req.tokens.length, deps.maxBatch);
@@ -210,6 +213,9 @@ export function createTokenization(deps: TokenizationDeps) {
       checkText("justification", req.justification, false);
       const policy = deps.policy();
       const at = now();
+      // A named break-glass grant must be this caller's, approved, unexpired and for this purpose.
+      const grant = req.breakGlassId ? await deps.breakGlass!.open(ctx, req.breakGlassId, req.purpose) : undefined;
+      const viaGrant = new Set<number>();
       const found = await lookup(req.tokens, true);
 
       // Decide each item: existence, policy, expiry; then rate budgets per category.
@@ -226,7 +232,8 @@ export function createTokenization(deps: TokenizationDeps) {
         if (!f && found.cacheDown && isWellFormedToken(token)) return fail(i, "", "UNAVAILABLE", "token store unavailable", "unavailable");
         if (!f) return fail(i, "", "NOT_FOUND", "unknown or erased token");
         if (!policy.isPurpose(req.purpose) || !policy.canDetokenize(ctx.identity, f.category, req.purpose)) {
-          return fail(i, f.category, "PERMISSION_DENIED", `purpose ${policy.isPurpose(req.purpose) ? req.purpose : "(undeclared)"} does not allow ${f.category} for this caller`);
+          if (grant?.covers(f.category)) viaGrant.add(i);
+          else return fail(i, f.category, "PERMISSION_DENIED", `purpose ${policy.isPurpose(req.purpose) ? req.purpose : "(undeclared)"} does not allow ${f.category} for this caller${grant ? ` (break_glass_id=${grant.id} does not cover it)` : ""}`);
         }
         if (f.expiresAt && f.expiresAt <= at) return fail(i, f.category, "FAILED_PRECONDITION", "token has expired", "expired");
         const list = allowedByCategory.get(f.category) ?? [];
@@ -270,10 +277,11 @@ export function createTokenization(deps: TokenizationDeps) {
             purpose: req.purpose,
             justification: req.justification,
             outcome: outcomes[i]!,
-            detail: r.ok ? "" : r.message,
+            detail: r.ok ? (viaGrant.has(i) ? `break_glass_id=${grant!.id}` : "") : r.message,
           }),
         ),
       );
+      for (const i of viaGrant) if (results[i]!.ok) deps.breakGlass!.revealed(ctx, grant!, results[i]!.category, req.purpose);
       results.forEach((r, i) => deps.onDetokenized?.({ identity: ctx.identity, category: r.category, purpose: req.purpose, outcome: outcomes[i]! }));
       return results;
     });

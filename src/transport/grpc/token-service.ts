@@ -1,6 +1,6 @@
 import type { MaskedView } from "../../domain/categories";
-import { VaultError } from "../../domain/errors";
 import type { TokenServiceServer } from "../../gen/fieldvault/v1/token_service";
+import type { BreakGlass } from "../../services/break-glass";
 import type { SubjectRights } from "../../services/subject-rights";
 import type { Tokenization } from "../../services/tokenization";
 import { type CallHooks, unary } from "./call";
@@ -8,7 +8,12 @@ import { type CallHooks, unary } from "./call";
 const masked = (m: MaskedView) => ({ display: m.display, brand: m.brand, last: m.last, expired: m.expired });
 
 /** TokenService: decode → call the tokenization service → encode. No policy, SQL or crypto here. */
-export function tokenServiceHandlers(hooks: CallHooks, svc: Tokenization, subjects: Pick<SubjectRights, "deleteSubject">): TokenServiceServer {
+export function tokenServiceHandlers(
+  hooks: CallHooks,
+  svc: Tokenization,
+  subjects: Pick<SubjectRights, "deleteSubject">,
+  breakGlass: Pick<BreakGlass, "request" | "approve">,
+): TokenServiceServer {
   return {
     tokenize: unary(hooks, "Tokenize", async (ctx, req) => {
       const out = await svc.tokenize(ctx, { fields: req.fields, ttlSeconds: req.ttlSeconds, subjectRef: req.subjectRef });
@@ -17,7 +22,7 @@ export function tokenServiceHandlers(hooks: CallHooks, svc: Tokenization, subjec
       };
     }),
     detokenize: unary(hooks, "Detokenize", async (ctx, req) => {
-      const out = await svc.detokenize(ctx, { tokens: req.tokens, purpose: req.purpose, justification: req.justification });
+      const out = await svc.detokenize(ctx, { tokens: req.tokens, purpose: req.purpose, justification: req.justification, breakGlassId: req.breakGlassId });
       return {
         results: out.map((r) => ({
           token: r.token,
@@ -52,12 +57,9 @@ export function tokenServiceHandlers(hooks: CallHooks, svc: Tokenization, subjec
       const { statement, signature, keyId } = r.receipt;
       return { erased: r.erased, unlinked: r.unlinked, receipt: { statement: Buffer.from(statement), signature: Buffer.from(signature), keyId } };
     }),
-    // Break-glass (DESIGN §15) is being built in services/break-glass.ts; until then it is refused.
-    requestBreakGlass: unary(hooks, "RequestBreakGlass", async () => {
-      throw new VaultError("UNIMPLEMENTED", "break-glass is not available yet");
-    }),
-    approveBreakGlass: unary(hooks, "ApproveBreakGlass", async () => {
-      throw new VaultError("UNIMPLEMENTED", "break-glass is not available yet");
-    }),
+    requestBreakGlass: unary(hooks, "RequestBreakGlass", (ctx, req) =>
+      breakGlass.request(ctx, { categories: req.categories, purpose: req.purpose, justification: req.justification, durationSeconds: req.durationSeconds }),
+    ),
+    approveBreakGlass: unary(hooks, "ApproveBreakGlass", (ctx, req) => breakGlass.approve(ctx, { requestId: req.requestId })),
   };
 }
