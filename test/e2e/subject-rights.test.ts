@@ -105,6 +105,15 @@ describe("data-subject rights (postgres + redis)", () => {
     expect((await t.vault.db.query("SELECT 1 FROM token_subjects WHERE subject_ref = 'cust-42'", [])).rows).toEqual([]);
   });
 
+  it("a link from before links recorded their caller is unlinked only by a caller that may delete its category", async () => {
+    const { tokens } = await pay().tokenize({ fields: [{ category: "card_number", value: "3566 0020 2036 0505" }], ttlSeconds: 0, subjectRef: "cust-legacy" });
+    await t.vault.db.query("UPDATE token_subjects SET caller = '' WHERE subject_ref = 'cust-legacy'", []);
+    expect(await book().deleteSubject({ subjectRef: "cust-legacy" })).toMatchObject({ erased: 0, unlinked: 0 });
+    expect(await pay().deleteSubject({ subjectRef: "cust-legacy" })).toMatchObject({ erased: 1, unlinked: 0 });
+    const { results } = await pay().detokenize({ tokens: [tokens[0]!.token], purpose: "refund", justification: "" });
+    expect(results[0]!.outcome).toMatchObject({ $case: "error", value: { code: "NOT_FOUND" } });
+  });
+
   it("a caller without delete_subject is refused and the refusal is logged", async () => {
     const { code } = await codeOf(tokenApi(t.clients, "support-desk").deleteSubject({ subjectRef: "cust-7" }));
     expect(code).toBe(status.PERMISSION_DENIED);
