@@ -225,3 +225,32 @@ describe("break-glass over mutual TLS compares policy callers", () => {
     expect(thief.code).toBe(status.PERMISSION_DENIED);
   });
 });
+
+/** The embedded default (PGlite) keeps grants in the same table, through the same SQL. */
+describe("break-glass on the embedded store", () => {
+  let t: TestVault;
+  beforeAll(async () => {
+    t = await startTestVault("embedded");
+  });
+  afterAll(async () => t?.stop());
+
+  it("request, refused self-approval, approval by the lead, reveal of the granted category only", async () => {
+    const { tokens } = await tokenApi(t.clients, "payment-service").tokenize({
+      fields: [
+        { category: "card_number", value: PAN },
+        { category: "card_expiry", value: `01/${nextYear}` },
+      ],
+      ttlSeconds: 0,
+      subjectRef: "",
+    });
+    const analyst = bgApi(t.clients, "spiffe://ego/fraud-analyst");
+    const { requestId } = await analyst.request({ ...fraudRequest, categories: ["card_number"] });
+    expect((await codeOf(bgApi(t.clients, "fraud-analyst").approve(requestId))).code).toBe(status.PERMISSION_DENIED);
+    await bgApi(t.clients, "security-lead").approve(requestId);
+    const { results } = await analyst.detokenize(tokens.map((x) => x.token), "fraud_investigation", requestId);
+    expect(results[0]!.outcome).toEqual({ $case: "value", value: PAN });
+    expect(results[1]!.outcome).toMatchObject({ $case: "error", value: { code: "PERMISSION_DENIED" } });
+    const { rows } = await t.vault.db.query<{ detail: string }>("SELECT detail FROM access_log WHERE action = 'detokenize' AND outcome = 'allowed'", []);
+    expect(rows.map((r) => r.detail)).toEqual([`break_glass_id=${requestId}`]);
+  });
+});
