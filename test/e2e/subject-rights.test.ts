@@ -258,6 +258,10 @@ describe("data-subject rights (postgres + redis)", () => {
       expect(p2.tokens).toEqual([]);
       expect(p2.entries.map((e) => e.caller)).toEqual(["booking-service"]);
       expect(p2.nextPageToken).toBe("");
+      const empty = await codeOf(report("privacy-officer", { subjectRef: "" }));
+      expect([empty.code, empty.details]).toEqual([status.INVALID_ARGUMENT, "subject_ref: required"]);
+      const huge = await codeOf(report("privacy-officer", { subjectRef: "cust-report", pageSize: 5001 }));
+      expect([huge.code, huge.details]).toEqual([status.INVALID_ARGUMENT, "page_size: at most 5000"]);
       const bad = await codeOf(report("privacy-officer", { subjectRef: "cust-report", pageToken: "nope!" }));
       expect(bad.code).toBe(status.INVALID_ARGUMENT);
       expect(bad.details).toContain("page_token");

@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import YAML from "yaml";
+import { ConfigError, loadConfig } from "../../src/config/config";
 import { fromRoot } from "../../src/config/paths";
 import { signingKeyFromSeed } from "../../src/crypto/signing";
 import { readySodium } from "../../src/crypto/sodium";
@@ -97,5 +98,16 @@ describe("erasure receipts", () => {
     const other = signReceipt(k, statement);
     const array = new TextEncoder().encode(JSON.stringify(["fieldvault-checkpoint-v1"]));
     expect(reason({ ...other, statement: array })).toMatch(/not a fieldvault-erasure-receipt-v1/);
+  });
+});
+
+describe("FIELDVAULT_BREAK_GLASS_MAX_SECONDS", () => {
+  it("defaults to 3600 and accepts 1..86400, naming the variable otherwise", () => {
+    expect(loadConfig({}).breakGlassMaxSeconds).toBe(3600);
+    expect(loadConfig({ FIELDVAULT_BREAK_GLASS_MAX_SECONDS: "900" }).breakGlassMaxSeconds).toBe(900);
+    for (const bad of ["0", "86401", "soon"]) {
+      expect(() => loadConfig({ FIELDVAULT_BREAK_GLASS_MAX_SECONDS: bad })).toThrow(ConfigError);
+      expect(() => loadConfig({ FIELDVAULT_BREAK_GLASS_MAX_SECONDS: bad })).toThrow(/FIELDVAULT_BREAK_GLASS_MAX_SECONDS/);
+    }
   });
 });
