@@ -5,6 +5,7 @@ import type { Config } from "./config/config";
 import { loadRootKeys } from "./config/root-keys";
 import { loadSigningKey } from "./config/signing-key";
 import { readySodium } from "./crypto/sodium";
+import { subjectRefKey } from "./crypto/subject-ref";
 import { defaultRegistry } from "./domain/categories";
 import { AccessLogService } from "./gen/fieldvault/v1/access_log";
 import { KeyAdminService } from "./gen/fieldvault/v1/key_admin";
@@ -19,6 +20,8 @@ import { createKeyLifecycle } from "./services/key-lifecycle";
 import { Keyring } from "./services/keyring";
 import { PolicyHolder } from "./services/policy-holder";
 import { createTokenIntegrity } from "./services/token-integrity";
+import { createBreakGlass } from "./services/break-glass";
+import { createSubjectRights } from "./services/subject-rights";
 import { createTokenization } from "./services/tokenization";
 import type { Db } from "./storage/db";
 import { createMemoryCvvStore } from "./storage/embedded/memory-cvv-store";
@@ -29,6 +32,8 @@ import { checkpointJson, parseCheckpointJson } from "./domain/checkpoint";
 import { anchorFile, lastLines } from "./storage/anchor-file";
 import { auditStore } from "./storage/postgres/log-store";
 import { createPgDb } from "./storage/postgres/pg-db";
+import { breakGlassStore } from "./storage/postgres/break-glass-store";
+import { subjectStore } from "./storage/postgres/subject-store";
 import { findTokens } from "./storage/postgres/token-store";
 import { createReadRouter } from "./storage/postgres/read-replica";
 import { connectRedis, parseRedisUrl, readyWithin, type RedisClient } from "./storage/redis/connect";
@@ -207,6 +212,18 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
     }
     const tracer = tracing?.tracer;
     const lookup = (ids: readonly string[]) => findTokensAnyForm(db, ids);
+    const breakGlass = createBreakGlass({
+      policy: () => policy.get(),
+      categories: () => registry.names(),
+      commits,
+      store: breakGlassStore(db),
+      maxSeconds: config.breakGlassMaxSeconds,
+      instanceId: config.instanceId,
+      onReveal: (e) => {
+        metrics.breakGlassReveal(e);
+        log.warn({ breakGlassId: e.grantId, caller: e.identity, category: e.category, purpose: e.purpose, requestId: e.requestId }, "break-glass reveal");
+      },
+    });
     const tokenization = createTokenization({
       registry,
       policy: tracer ? () => tracedPolicy(tracer, policy.get()) : () => policy.get(),
@@ -223,6 +240,17 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       cvvTtlSeconds: config.cvvTtlSeconds,
       onDetokenized: (e) => metrics.detokenized(e),
       onDeterministicTokenize: (e) => metrics.deterministicTokenized(e),
+      breakGlass,
+    });
+
+    const subjects = createSubjectRights({
+      policy: () => policy.get(),
+      categories: () => registry.names(),
+      commits,
+      store: subjectStore(db),
+      signingKey,
+      subjectKey: subjectRefKey(signingKey),
+      instanceId: config.instanceId,
     });
 
     const inFlight = new Set<Promise<unknown>>();
@@ -238,7 +266,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
     };
 
     const server = new Server({ "grpc.max_receive_message_length": 16 * 1024 * 1024 });
-    server.addService(TokenServiceService, tokenServiceHandlers({ ...hooks, service: "TokenService" }, tokenization));
+    server.addService(TokenServiceService, tokenServiceHandlers({ ...hooks, service: "TokenService" }, tokenization, subjects, breakGlass));
     // Log reads (Query, Verify; SubjectReport) may go to a read replica; writes never do.
     const replicaDb = config.databaseReadUrl ? createPgDb({ url: config.databaseReadUrl, poolSize: Math.max(2, Math.ceil(config.dbPoolSize / 4)), connectTimeoutMs: 1000 }) : undefined;
     if (replicaDb) cleanup.push(() => replicaDb.close());
@@ -276,7 +304,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
         return r;
       },
     };
-    server.addService(AccessLogService, accessLogHandlers({ ...hooks, service: "AccessLog" }, audit));
+    server.addService(AccessLogService, accessLogHandlers({ ...hooks, service: "AccessLog" }, audit, subjects));
     const keyLifecycleService = createKeyLifecycle({
       registry,
       policy: () => policy.get(),

@@ -11,6 +11,7 @@ import { registerReport } from "./report";
 import { terminalSafe } from "./terminal-safe";
 
 exitQuietlyOnClosedPipe();
+import { registerSubjectRights } from "./subject-rights";
 
 /** `fieldvault` — for security engineers (keys …) and incident responders (audit …). */
 const program = new Command()
@@ -22,6 +23,7 @@ registerAudit(program);
 registerReport(program.commands.find((c) => c.name() === "audit")!);
 registerHsm(program);
 registerImport(program);
+registerSubjectRights(program.commands.find((c) => c.name() === "audit")!);
 
 program.parseAsync(process.argv).catch((err: Error & { code?: number; details?: string }) => {
   const conn = connectionInUse();

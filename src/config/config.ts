@@ -75,6 +75,8 @@ const envSchema = z.object({
   FIELDVAULT_CARD_RETENTION_DAYS: z.coerce.number().int().min(0).max(3650).default(90),
   FIELDVAULT_PURGE_INTERVAL_MS: positiveInt(60_000),
   FIELDVAULT_PURGE_BATCH_SIZE: positiveInt(500, 10_000),
+  /** The longest break-glass grant a caller may request (DESIGN §15). */
+  FIELDVAULT_BREAK_GLASS_MAX_SECONDS: positiveInt(3600, 86400),
   FIELDVAULT_INSTANCE_ID: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).optional(),
 });
 
@@ -116,6 +118,7 @@ export interface Config {
   purgeIntervalMs: number;
   purgeBatchSize: number;
   instanceId: string;
+  breakGlassMaxSeconds: number;
 }
 
 export class ConfigError extends Error {
@@ -210,5 +213,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     purgeIntervalMs: e.FIELDVAULT_PURGE_INTERVAL_MS,
     purgeBatchSize: e.FIELDVAULT_PURGE_BATCH_SIZE,
     instanceId: e.FIELDVAULT_INSTANCE_ID ?? `fv-${randomBytes(6).toString("hex")}`,
+    breakGlassMaxSeconds: e.FIELDVAULT_BREAK_GLASS_MAX_SECONDS,
   };
 }

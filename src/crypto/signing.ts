@@ -31,3 +31,8 @@ export function hash256(...parts: Uint8Array[]): Uint8Array {
   for (const p of parts) sodium.crypto_generichash_update(state, p);
   return sodium.crypto_generichash_final(state, 32);
 }
+
+/** The key id of an Ed25519 public key, as `signingKeyFromSeed` names it. */
+export function keyIdOf(publicKey: Uint8Array): string {
+  return "sk_" + sodium.to_hex(sodium.crypto_generichash(8, publicKey, null));
+}

@@ -14,6 +14,10 @@ const callerSchema = z.strictObject({
   delete_subject: z.boolean().default(false),
   key_admin: z.boolean().default(false),
   log_read: z.boolean().default(false),
+  /** AccessLog.SubjectReport: what the vault holds about a data subject and who looked at it (DESIGN §14). */
+  subject_report: z.boolean().default(false),
+  /** May approve another caller's break-glass request (DESIGN §15). */
+  approve_break_glass: z.boolean().default(false),
   detokenize_per_minute: z.number().int().positive().optional(),
   /** Tokenize budget per deterministic category (card_number, passport_number) a minute. */
   tokenize_deterministic_per_minute: z.number().int().positive().optional(),
@@ -31,6 +35,10 @@ const policySchema = z.strictObject({
     })
     .default({ detokenize_per_minute: 600, tokenize_deterministic_per_minute: 10_000 }),
   callers: z.record(name, callerSchema),
+  /** Break-glass (DESIGN §15): per requesting caller, the categories and purposes it may request, and who approves. */
+  break_glass: z
+    .record(name, z.strictObject({ categories: z.array(name).min(1), purposes: z.array(name).min(1), approvers: z.array(name).min(1) }))
+    .default({}),
 });
 
 export type PolicyDocument = z.infer<typeof policySchema>;
@@ -83,8 +91,21 @@ export class Policy {
           if (doc.never_reveal_for.includes(p)) problems.push(`${at}.detokenize.${cat}: purpose "${p}" may reveal nothing`);
         }
       }
-      if (c.log_read && Object.keys(c.detokenize).length > 0 && !doc.allow_detokenize_and_log_read) {
+      if ((c.log_read || c.subject_report) && Object.keys(c.detokenize).length > 0 && !doc.allow_detokenize_and_log_read) {
         problems.push(`${at}: may not both detokenize and read the access log (set allow_detokenize_and_log_read to allow)`);
+      }
+    }
+    for (const [requester, rule] of Object.entries(doc.break_glass)) {
+      const at = `break_glass.${requester}`;
+      if (!Object.hasOwn(doc.callers, requester)) problems.push(`${at}: unknown caller "${requester}"`);
+      for (const cat of rule.categories) if (!known.has(cat)) problems.push(`${at}.categories: unknown category "${cat}"`);
+      for (const p of rule.purposes) {
+        if (!purposes.has(p)) problems.push(`${at}.purposes: undeclared purpose "${p}"`);
+        if (doc.never_reveal_for.includes(p)) problems.push(`${at}.purposes: purpose "${p}" may reveal nothing`);
+      }
+      for (const a of rule.approvers) {
+        if (a === requester) problems.push(`${at}.approvers: a caller may not approve its own requests`);
+        else if (!doc.callers[a]?.approve_break_glass) problems.push(`${at}.approvers: "${a}" is not a caller with approve_break_glass`);
       }
     }
     if (problems.length) throw new PolicyError(problems);
@@ -148,6 +169,23 @@ export class Policy {
 
   tokenizeDeterministicPerMinute(identity: string): number {
     return this.entry(identity)?.tokenize_deterministic_per_minute ?? this.doc.rate_limits.tokenize_deterministic_per_minute;
+  }
+
+  canSubjectReport(identity: string): boolean {
+    return this.entry(identity)?.subject_report ?? false;
+  }
+
+  /** The break-glass rule for the identity's policy caller, if it may request break-glass at all. */
+  breakGlassRule(identity: string): { categories: readonly string[]; purposes: readonly string[]; approvers: readonly string[] } | undefined {
+    const caller = this.callerName(identity);
+    return caller === undefined ? undefined : this.doc.break_glass[caller];
+  }
+
+  /** Whether `approverIdentity`'s caller has approve_break_glass and is named an approver of `requesterCaller`'s requests. */
+  canApproveBreakGlass(approverIdentity: string, requesterCaller: string): boolean {
+    const approver = this.callerName(approverIdentity);
+    if (approver === undefined || !this.entry(approverIdentity)?.approve_break_glass) return false;
+    return this.doc.break_glass[requesterCaller]?.approvers.includes(approver) ?? false;
   }
 
   detokenizePerMinute(identity: string): number {

@@ -30,6 +30,7 @@ export class Metrics {
   private readonly commitEntries: Histogram;
   private readonly commitJobs: Histogram;
   private readonly commitWait: Histogram;
+  private readonly breakGlassReveals: Counter<"caller" | "category">;
   private readonly dbUp: Gauge;
   private readonly redisUp: Gauge;
   private readonly fallbacks: Counter;
@@ -82,6 +83,12 @@ export class Metrics {
       name: "fieldvault_access_log_queue_wait_seconds",
       help: "Time a call's log entries waited in the commit queue before their flush started",
       buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+      registers,
+    });
+    this.breakGlassReveals = new Counter({
+      name: "fieldvault_break_glass_reveals_total",
+      help: "Values revealed through an approved break-glass grant, by policy caller and category (alert on any increase)",
+      labelNames: ["caller", "category"],
       registers,
     });
     this.dbUp = new Gauge({ name: "fieldvault_db_up", help: "1 while the last PostgreSQL health probe succeeded and migrations are applied", registers });
@@ -160,6 +167,14 @@ export class Metrics {
       category: this.opts.categories().includes(e.category) ? e.category : e.category === "" ? "none" : OTHER,
       purpose: this.opts.purposes().includes(e.purpose) ? e.purpose : "undeclared",
       outcome: DETOKENIZE_OUTCOMES.has(e.outcome) ? e.outcome : OTHER,
+    });
+  }
+
+  /** A value revealed through a break-glass grant (after its log entry committed). */
+  breakGlassReveal(e: { identity: string; category: string }): void {
+    this.breakGlassReveals.inc({
+      caller: this.opts.callerName(e.identity) ?? "unknown",
+      category: this.opts.categories().includes(e.category) ? e.category : OTHER,
     });
   }
 

@@ -4,6 +4,7 @@ import type { Kek } from "../crypto/envelope";
 import type { TokenIntegrity } from "../storage/ports";
 import { upgradeOnRewrap } from "./rewrap-upgrade";
 import { type RootKey, unwrapKek, unwrapSecret, wrapKek, wrapSecret } from "../crypto/root-key";
+import { policyCaller, requireSecondCaller } from "../domain/two-person";
 import { type LogDraft, logDraft } from "../domain/access-log";
 import type { CategoryRegistry } from "../domain/categories";
 import { type CallContext, newRequestId } from "../domain/context";
@@ -428,7 +429,7 @@ export function createKeyLifecycle(deps: KeyLifecycleDeps) {
           async (tx) => {
             const tokens = await checkDestroyable(tx, category, version, shred);
             const approvalId = "dr_" + randomBytes(12).toString("base64url");
-            await insertDestroyRequest(tx, { id: approvalId, category, version, cryptoShred: shred, requestedBy: ctx.identity });
+            await insertDestroyRequest(tx, { id: approvalId, category, version, cryptoShred: shred, requestedBy: ctx.identity, requesterCaller: policyCaller(deps.policy(), ctx.identity) });
             return { status: "PENDING_APPROVAL" as const, approvalId, tokensShredded: 0, tokens };
           },
           (v) => ({ outcome: "pending_approval", detail: `version=v${version} crypto_shred=${shred} tokens=${v.tokens} approval_id=${v.approvalId}` }),
@@ -448,13 +449,16 @@ export function createKeyLifecycle(deps: KeyLifecycleDeps) {
               `approval_id: request ${r.id} is for ${r.category} version ${r.version} with crypto_shred=${r.cryptoShred}; repeat exactly that request`,
             );
           }
-          if (r.requestedBy === ctx.identity) throw denied(`destroy needs a second key administrator: ${ctx.identity} filed request ${r.id}`);
+          // Compared by policy caller: two certificates (or the header) of one caller are one person.
+          const approver = policyCaller(deps.policy(), ctx.identity);
+          const requester = r.requesterCaller ?? deps.policy().callerName(r.requestedBy) ?? r.requestedBy;
+          requireSecondCaller(requester, approver, `destroy needs a second key administrator: policy caller ${approver} filed request ${r.id}`);
           if (now().getTime() - r.requestedAt.getTime() > DESTROY_REQUEST_TTL_MS) {
             throw precondition(`destroy request ${r.id} is older than 24 hours; file a new one`);
           }
           const tokens = await checkDestroyable(tx, category, version, shred);
           await destroyKek(tx, category, version, deps.keyring.stateMac(category, version, "destroyed"));
-          await approveDestroyRequest(tx, r.id, ctx.identity);
+          await approveDestroyRequest(tx, r.id, ctx.identity, approver);
           await notifyKeyChange(tx, category);
           return { status: "DESTROYED" as const, approvalId: r.id, tokensShredded: tokens, requestedBy: r.requestedBy };
         },

@@ -10,7 +10,8 @@ import type { Policy } from "../domain/policy";
 import { aliasFits, isOpaqueToken, isWellFormedToken, loggableToken, panShape, type PanShape, PRESERVING_CATEGORIES, type TokenFormat } from "../domain/token-formats";
 import type { Queryable } from "../storage/db";
 import type { CvvRecord, CvvStore, NewToken, RateLimiter, TokenIntegrity, TokenRecord } from "../storage/ports";
-import { deleteSubject, deleteTokens } from "../storage/postgres/token-store";
+import { deleteTokens } from "../storage/postgres/token-store";
+import type { BreakGlass } from "./break-glass";
 import type { CommitQueue } from "./commit-queue";
 import { CVV_MAX_TTL_SECONDS, createCvvSingleUse, openCvv } from "./cvv-single-use";
 import type { Keyring } from "./keyring";
@@ -39,6 +40,8 @@ export interface TokenizationDeps {
   /** Gives token rows their format-preserving alias inside the commit (storage/postgres/alias-store.ts). */
   assignAliases: (tx: Queryable, wants: readonly { tokenId: string; shape: PanShape }[]) => Promise<Map<string, string>>;
   now?: () => Date;
+  /** Break-glass grants Detokenize may consult (DESIGN §15). */
+  breakGlass?: Pick<BreakGlass, "open" | "revealed">;
   /** Told about each detokenize item once its log entry committed (metrics); never given a value. */
   onDetokenized?: (e: { identity: string; category: string; purpose: string; outcome: string }) => void;
   /** Told how many deterministic fields a caller's tokenize took from its budget (metrics). */
@@ -182,6 +185,7 @@ export function createTokenization(deps: TokenizationDeps) {
           createdAt: at,
           expiresAt,
           subjectRef: req.subjectRef || null,
+          subjectCaller: policy.callerName(ctx.identity),
         });
         out.push({ token: id, category: spec.name, masked, expiresAt });
       });
@@ -250,7 +254,7 @@ export function createTokenization(deps: TokenizationDeps) {
 
   async function detokenize(
     ctx: CallContext,
-    req: { tokens: readonly string[]; purpose: string; justification: string },
+    req: { tokens: readonly string[]; purpose: string; justification: string; breakGlassId?: string },
   ): Promise<DetokenizeItem[]> {
     return guard(ctx, "detokenize", async () => {
       checkCount("tokens", req.tokens.length, deps.maxBatch);
@@ -258,6 +262,9 @@ export function createTokenization(deps: TokenizationDeps) {
       checkText("justification", req.justification, false);
       const policy = deps.policy();
       const at = now();
+      // A named break-glass grant must be this caller's, approved, unexpired and for this purpose.
+      const grant = req.breakGlassId ? await deps.breakGlass!.open(ctx, req.breakGlassId, req.purpose) : undefined;
+      const viaGrant = new Set<number>();
       const found = await lookup(req.tokens, true);
 
       // Decide each item: existence, policy, expiry; then rate budgets per category.
@@ -275,7 +282,8 @@ export function createTokenization(deps: TokenizationDeps) {
         if (!f) return fail(i, "", "NOT_FOUND", "unknown or erased token");
         if (!f.intact) return fail(i, "", "INTERNAL", "value could not be decrypted");
         if (!policy.isPurpose(req.purpose) || !policy.canDetokenize(ctx.identity, f.category, req.purpose)) {
-          return fail(i, f.category, "PERMISSION_DENIED", `purpose ${policy.isPurpose(req.purpose) ? req.purpose : "(undeclared)"} does not allow ${f.category} for this caller`);
+          if (grant?.covers(f.category)) viaGrant.add(i);
+          else return fail(i, f.category, "PERMISSION_DENIED", `purpose ${policy.isPurpose(req.purpose) ? req.purpose : "(undeclared)"} does not allow ${f.category} for this caller${grant ? ` (break_glass_id=${grant.id} does not cover it)` : ""}`);
         }
         if (f.expiresAt && f.expiresAt <= at) return fail(i, f.category, "FAILED_PRECONDITION", "token has expired", "expired");
         const list = allowedByCategory.get(f.category) ?? [];
@@ -332,7 +340,7 @@ export function createTokenization(deps: TokenizationDeps) {
             purpose: req.purpose,
             justification: req.justification,
             outcome: outcomes[i]!,
-            detail: r.ok ? "" : r.message,
+            detail: r.ok ? (viaGrant.has(i) ? `break_glass_id=${grant!.id}` : "") : r.message,
           }),
         );
       const cvvTokens = [...cvvIndex.keys()];
@@ -347,6 +355,7 @@ export function createTokenization(deps: TokenizationDeps) {
         });
         await cvvOnce.discard(cvvTokens);
       }
+      for (const i of viaGrant) if (results[i]!.ok) deps.breakGlass!.revealed(ctx, grant!, results[i]!.category, req.purpose);
       results.forEach((r, i) => deps.onDetokenized?.({ identity: ctx.identity, category: r.category, purpose: req.purpose, outcome: outcomes[i]! }));
       return results;
     });
@@ -413,22 +422,7 @@ export function createTokenization(deps: TokenizationDeps) {
     });
   }
 
-  async function eraseSubject(ctx: CallContext, req: { subjectRef: string }): Promise<{ erased: number; unlinked: number }> {
-    return guard(ctx, "delete_subject", async () => {
-      checkText("subject_ref", req.subjectRef, true);
-      if (!deps.policy().canDeleteSubject(ctx.identity)) throw denied("may not delete data subjects");
-      const { result } = await deps.commits.submit({
-        work: (tx: Queryable) => deleteSubject(tx, req.subjectRef),
-        log: (r) => [
-          ...(r?.erased ?? []).map((token) => draft(ctx, "delete_subject", { token, outcome: "erased" })),
-          draft(ctx, "delete_subject", { detail: `erased=${r?.erased.length ?? 0} unlinked=${r?.unlinked.length ?? 0}` }),
-        ],
-      });
-      return { erased: result?.erased.length ?? 0, unlinked: result?.unlinked.length ?? 0 };
-    });
-  }
-
-  return { tokenize, detokenize, inspect, erase, eraseSubject };
+  return { tokenize, detokenize, inspect, erase };
 }
 
 /** Refusals the guard logs before throwing, with their outcome. */

@@ -153,6 +153,45 @@ export const MIGRATIONS: readonly { version: number; name: string; sql: string }
     `,
   },
   {
+    version: 30,
+    name: "two-person rules by policy caller",
+    sql: `
+      ALTER TABLE destroy_requests ADD COLUMN requester_caller text;
+      ALTER TABLE destroy_requests ADD COLUMN approver_caller text;
+    `,
+  },
+  {
+    version: 31,
+    name: "subject links record the policy caller that made them",
+    sql: `
+      ALTER TABLE token_subjects ADD COLUMN caller text NOT NULL DEFAULT '';
+      ALTER TABLE token_subjects DROP CONSTRAINT token_subjects_pkey;
+      ALTER TABLE token_subjects ADD PRIMARY KEY (subject_ref, token_id, caller);
+    `,
+  },
+  {
+    version: 32,
+    name: "break-glass grants",
+    sql: `
+      CREATE TABLE break_glass_grants (
+        id text PRIMARY KEY,
+        requester_caller text NOT NULL,
+        requested_by text NOT NULL,
+        categories text[] NOT NULL,
+        purpose text NOT NULL,
+        justification text NOT NULL,
+        duration_seconds integer NOT NULL CHECK (duration_seconds > 0),
+        requested_at timestamptz NOT NULL,
+        approver_caller text,
+        approved_by text,
+        approved_at timestamptz,
+        expires_at timestamptz,
+        CHECK ((approver_caller IS NULL) = (approved_at IS NULL)),
+        CHECK (approver_caller IS NULL OR approver_caller <> requester_caller)
+      );
+    `,
+  },
+  {
     version: 40,
     name: "format-preserving card tokens (aliases of a token row)",
     sql: `

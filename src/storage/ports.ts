@@ -25,6 +25,8 @@ export interface TokenIntegrity {
 
 export interface NewToken extends TokenRecord {
   readonly subjectRef: string | null;
+  /** The policy caller that links the subject (a caller later unlinks only its own links). */
+  readonly subjectCaller?: string;
 }
 
 /** A single-use CVV envelope kept only in Redis (or its in-process stand-in). */

@@ -81,7 +81,7 @@ describe.each(BACKENDS)("health and reflection on %s", (backend) => {
         const file = files.find((f) => f.service?.some((s) => s.name === "TokenService"));
         expect(file?.package).toBe("fieldvault.v1");
         const methods = file!.service!.find((s) => s.name === "TokenService")!.method!.map((m) => m.name);
-        expect(methods).toEqual(["Tokenize", "Detokenize", "InspectTokens", "DeleteTokens", "DeleteSubject"]);
+        expect(methods).toEqual(["Tokenize", "Detokenize", "InspectTokens", "DeleteTokens", "DeleteSubject", "RequestBreakGlass", "ApproveBreakGlass"]);
         // Every dependency (google.protobuf.Timestamp) comes along, so grpcurl can build every message.
         const names = files.map((f) => f.name);
         const deps = files.flatMap((f) => f.dependency ?? []);

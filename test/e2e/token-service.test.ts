@@ -247,11 +247,11 @@ describe.each(BACKENDS)("TokenService on %s", (backend) => {
       const b = await pay().tokenize({ fields: [{ category: "card_number", value: shared }], ttlSeconds: 0, subjectRef: "subject-b" });
       expect(b.tokens[0]!.token).toBe(a.tokens[0]!.token);
       const res = await pay().deleteSubject({ subjectRef: "subject-a" });
-      expect(res).toEqual({ erased: 1, unlinked: 1 });
+      expect(res).toMatchObject({ erased: 1, unlinked: 1 });
       const { results } = await pay().detokenize({ tokens: a.tokens.map((x) => x.token), purpose: "refund", justification: "" });
       expect(results[0]!.outcome).toEqual({ $case: "value", value: shared });
       expect(results[1]!.outcome).toMatchObject({ $case: "error", value: { code: "NOT_FOUND" } });
-      expect(await pay().deleteSubject({ subjectRef: "subject-b" })).toEqual({ erased: 1, unlinked: 0 });
+      expect(await pay().deleteSubject({ subjectRef: "subject-b" })).toMatchObject({ erased: 1, unlinked: 0 });
       const after = await pay().detokenize({ tokens: [a.tokens[0]!.token], purpose: "refund", justification: "" });
       expect(after.results[0]!.outcome).toMatchObject({ $case: "error", value: { code: "NOT_FOUND" } });
     });
@@ -260,7 +260,7 @@ describe.each(BACKENDS)("TokenService on %s", (backend) => {
       const pan = "3530111333300000";
       const a = await pay().tokenize({ fields: [{ category: "card_number", value: pan }], ttlSeconds: 0, subjectRef: "subject-c" });
       await pay().tokenize({ fields: [{ category: "card_number", value: pan }], ttlSeconds: 0, subjectRef: "" });
-      expect(await pay().deleteSubject({ subjectRef: "subject-c" })).toEqual({ erased: 0, unlinked: 1 });
+      expect(await pay().deleteSubject({ subjectRef: "subject-c" })).toMatchObject({ erased: 0, unlinked: 1 });
       const { results } = await pay().detokenize({ tokens: [a.tokens[0]!.token], purpose: "refund", justification: "" });
       expect(results[0]!.outcome).toEqual({ $case: "value", value: pan });
     });

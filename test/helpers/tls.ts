@@ -28,7 +28,11 @@ export const noClientCertificate = () => ChannelCredentials.createSsl(readFileSy
  * A client certificate signed by the development CA for an identity the policy does not know,
  * made with openssl in a temporary directory (removed by `cleanup`).
  */
-export function issueClientCertificate(name: string): { dir: string; cert: string; key: string; credentials: ChannelCredentials; cleanup(): void } {
+export function issueClientCertificate(
+  name: string,
+  opts: { /** The URI SAN (default spiffe://ego/<name>); null: a CN-only certificate. */ uri?: string | null } = {},
+): { dir: string; cert: string; key: string; credentials: ChannelCredentials; cleanup(): void } {
+  const uri = opts.uri === undefined ? `spiffe://ego/${name}` : opts.uri;
   const dir = mkdtempSync(path.join(tmpdir(), "fv-cert-"));
   const key = path.join(dir, `${name}.key`);
   const cert = path.join(dir, `${name}.pem`);
@@ -36,7 +40,7 @@ export function issueClientCertificate(name: string): { dir: string; cert: strin
   const ext = path.join(dir, `${name}.ext`);
   execFileSync("openssl", ["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", key], { stdio: "ignore" });
   execFileSync("openssl", ["req", "-new", "-key", key, "-subj", `/CN=${name}`, "-out", csr], { stdio: "ignore" });
-  writeFileSync(ext, `basicConstraints=critical,CA:FALSE\nextendedKeyUsage=clientAuth\nsubjectAltName=URI:spiffe://ego/${name}\n`);
+  writeFileSync(ext, `basicConstraints=critical,CA:FALSE\nextendedKeyUsage=clientAuth\n${uri ? `subjectAltName=URI:${uri}\n` : ""}`);
   execFileSync(
     "openssl",
     ["x509", "-req", "-in", csr, "-CA", devFile("ca.pem"), "-CAkey", devFile("ca.key"), "-set_serial", "7", "-days", "2", "-extfile", ext, "-out", cert],

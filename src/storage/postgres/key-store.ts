@@ -189,6 +189,8 @@ export interface DestroyRequest {
   version: number;
   cryptoShred: boolean;
   requestedBy: string;
+  /** The policy caller behind `requestedBy` (null only for requests filed before migration 30). */
+  requesterCaller: string | null;
   requestedAt: Date;
   approvedBy: string | null;
   approvedAt: Date | null;
@@ -196,15 +198,12 @@ export interface DestroyRequest {
 
 export async function insertDestroyRequest(
   tx: Queryable,
-  r: { id: string; category: string; version: number; cryptoShred: boolean; requestedBy: string },
+  r: { id: string; category: string; version: number; cryptoShred: boolean; requestedBy: string; requesterCaller: string },
 ): Promise<void> {
-  await tx.query("INSERT INTO destroy_requests (id, category, version, crypto_shred, requested_by) VALUES ($1, $2, $3, $4, $5)", [
-    r.id,
-    r.category,
-    r.version,
-    r.cryptoShred,
-    r.requestedBy,
-  ]);
+  await tx.query(
+    "INSERT INTO destroy_requests (id, category, version, crypto_shred, requested_by, requester_caller) VALUES ($1, $2, $3, $4, $5, $6)",
+    [r.id, r.category, r.version, r.cryptoShred, r.requestedBy, r.requesterCaller],
+  );
 }
 
 export async function lockDestroyRequest(tx: Queryable, id: string): Promise<DestroyRequest | undefined> {
@@ -214,6 +213,7 @@ export async function lockDestroyRequest(tx: Queryable, id: string): Promise<Des
     version: number;
     crypto_shred: boolean;
     requested_by: string;
+    requester_caller: string | null;
     requested_at: Date;
     approved_by: string | null;
     approved_at: Date | null;
@@ -226,6 +226,7 @@ export async function lockDestroyRequest(tx: Queryable, id: string): Promise<Des
       version: r.version,
       cryptoShred: r.crypto_shred,
       requestedBy: r.requested_by,
+      requesterCaller: r.requester_caller,
       requestedAt: r.requested_at,
       approvedBy: r.approved_by,
       approvedAt: r.approved_at,
@@ -233,8 +234,8 @@ export async function lockDestroyRequest(tx: Queryable, id: string): Promise<Des
   );
 }
 
-export async function approveDestroyRequest(tx: Queryable, id: string, approvedBy: string): Promise<void> {
-  await tx.query("UPDATE destroy_requests SET approved_by = $2, approved_at = now() WHERE id = $1", [id, approvedBy]);
+export async function approveDestroyRequest(tx: Queryable, id: string, approvedBy: string, approverCaller: string): Promise<void> {
+  await tx.query("UPDATE destroy_requests SET approved_by = $2, approver_caller = $3, approved_at = now() WHERE id = $1", [id, approvedBy, approverCaller]);
 }
 
 /** The root key id that wraps the vault's secrets now, read under a share lock (a root rotation waits). */

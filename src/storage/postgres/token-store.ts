@@ -114,19 +114,22 @@ export async function insertTokens(tx: Queryable, tokens: readonly NewToken[], i
   const links = new Set<string>();
   const subjects: string[] = [];
   const linkIds: string[] = [];
+  const linkCallers: string[] = [];
   tokens.forEach((t, i) => {
     if (t.subjectRef === null) return;
-    const k = `${t.subjectRef}\u0000${ids[i]}`;
+    const caller = t.subjectCaller ?? "";
+    const k = `${t.subjectRef}\u0000${ids[i]}\u0000${caller}`;
     if (links.has(k)) return;
     links.add(k);
     subjects.push(t.subjectRef);
     linkIds.push(ids[i]!);
+    linkCallers.push(caller);
   });
   if (subjects.length) {
     await tx.query(
-      `INSERT INTO token_subjects (subject_ref, token_id) SELECT * FROM unnest($1::text[], $2::text[])
+      `INSERT INTO token_subjects (subject_ref, token_id, caller) SELECT * FROM unnest($1::text[], $2::text[], $3::text[])
        ON CONFLICT DO NOTHING`,
-      [subjects, linkIds],
+      [subjects, linkIds, linkCallers],
     );
   }
   return ids;
@@ -149,25 +152,4 @@ export async function deleteTokens(tx: Queryable, ids: readonly string[]): Promi
   if (ids.length === 0) return [];
   const { rows } = await tx.query<{ id: string }>("DELETE FROM tokens WHERE id = ANY($1::text[]) RETURNING id", [ids]);
   return rows.map((r) => r.id);
-}
-
-/**
- * Unlinks a data subject. A token is erased only when no other subject, and no caller that
- * tokenized it without a subject, still holds it.
- */
-export async function deleteSubject(tx: Queryable, subjectRef: string): Promise<{ erased: string[]; unlinked: string[] }> {
-  const { rows } = await tx.query<{ token_id: string }>(
-    "DELETE FROM token_subjects WHERE subject_ref = $1 RETURNING token_id",
-    [subjectRef],
-  );
-  const ids = rows.map((r) => r.token_id);
-  if (ids.length === 0) return { erased: [], unlinked: [] };
-  const { rows: erased } = await tx.query<{ id: string }>(
-    `DELETE FROM tokens t WHERE t.id = ANY($1::text[]) AND NOT t.held_without_subject
-       AND NOT EXISTS (SELECT 1 FROM token_subjects s WHERE s.token_id = t.id)
-     RETURNING t.id`,
-    [ids],
-  );
-  const erasedSet = new Set(erased.map((r) => r.id));
-  return { erased: [...erasedSet], unlinked: ids.filter((id) => !erasedSet.has(id)) };
 }

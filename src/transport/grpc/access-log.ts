@@ -1,10 +1,10 @@
 import type { AccessLogServer, LogEntry } from "../../gen/fieldvault/v1/access_log";
-import { VaultError } from "../../domain/errors";
 import type { Audit } from "../../services/audit";
+import type { SubjectRights } from "../../services/subject-rights";
 import { type CallHooks, serverStream, unary } from "./call";
 
 /** AccessLog: decode → call the audit service → encode. Authorization and logging happen in the service. */
-export function accessLogHandlers(hooks: CallHooks, svc: Audit): AccessLogServer {
+export function accessLogHandlers(hooks: CallHooks, svc: Audit, subjects: Pick<SubjectRights, "report">): AccessLogServer {
   return {
     query: serverStream(hooks, "Query", async (ctx, req, write, cancelled, trailer) => {
       const page = await svc.query(ctx, {
@@ -46,9 +46,25 @@ export function accessLogHandlers(hooks: CallHooks, svc: Audit): AccessLogServer
       }
     }),
     verify: unary(hooks, "Verify", (ctx, req) => svc.verify(ctx, { since: req.since, until: req.until, anchor: req.anchor })),
-    // SubjectReport (DESIGN §14) is being built in services/subject-rights.ts; until then it is refused.
-    subjectReport: unary(hooks, "SubjectReport", async () => {
-      throw new VaultError("UNIMPLEMENTED", "subject report is not available yet");
+    subjectReport: unary(hooks, "SubjectReport", async (ctx, req) => {
+      const r = await subjects.report(ctx, { subjectRef: req.subjectRef, pageSize: req.pageSize, pageToken: req.pageToken });
+      return {
+        subjectRef: r.subjectRef,
+        tokens: r.tokens.map((t) => ({ token: t.token, category: t.category, masked: t.masked.display, createdAt: t.createdAt, expiresAt: t.expiresAt ?? undefined })),
+        entries: r.entries.map((e) => ({
+          sequence: e.seq,
+          time: e.at,
+          caller: e.caller,
+          action: e.action,
+          token: e.token,
+          category: e.category,
+          purpose: e.purpose,
+          outcome: e.outcome,
+        })),
+        nextPageToken: r.nextPageToken,
+        servedByReplica: false,
+        replicaLagSeconds: 0,
+      };
     }),
   };
 }

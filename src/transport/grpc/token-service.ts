@@ -1,7 +1,8 @@
 import type { MaskedView } from "../../domain/categories";
-import { VaultError } from "../../domain/errors";
 import type { TokenFormat as DomainTokenFormat } from "../../domain/token-formats";
 import { TokenFormat, type TokenServiceServer } from "../../gen/fieldvault/v1/token_service";
+import type { BreakGlass } from "../../services/break-glass";
+import type { SubjectRights } from "../../services/subject-rights";
 import type { Tokenization } from "../../services/tokenization";
 import { type CallHooks, unary } from "./call";
 
@@ -15,7 +16,12 @@ function tokenFormat(f: TokenFormat | undefined): DomainTokenFormat | "unknown" 
 const masked = (m: MaskedView) => ({ display: m.display, brand: m.brand, last: m.last, expired: m.expired });
 
 /** TokenService: decode → call the tokenization service → encode. No policy, SQL or crypto here. */
-export function tokenServiceHandlers(hooks: CallHooks, svc: Tokenization): TokenServiceServer {
+export function tokenServiceHandlers(
+  hooks: CallHooks,
+  svc: Tokenization,
+  subjects: Pick<SubjectRights, "deleteSubject">,
+  breakGlass: Pick<BreakGlass, "request" | "approve">,
+): TokenServiceServer {
   return {
     tokenize: unary(hooks, "Tokenize", async (ctx, req) => {
       const fields = req.fields.map((f) => ({ category: f.category, value: f.value, tokenFormat: tokenFormat(f.tokenFormat) }));
@@ -25,7 +31,7 @@ export function tokenServiceHandlers(hooks: CallHooks, svc: Tokenization): Token
       };
     }),
     detokenize: unary(hooks, "Detokenize", async (ctx, req) => {
-      const out = await svc.detokenize(ctx, { tokens: req.tokens, purpose: req.purpose, justification: req.justification });
+      const out = await svc.detokenize(ctx, { tokens: req.tokens, purpose: req.purpose, justification: req.justification, breakGlassId: req.breakGlassId });
       return {
         results: out.map((r) => ({
           token: r.token,
@@ -55,13 +61,14 @@ export function tokenServiceHandlers(hooks: CallHooks, svc: Tokenization): Token
       };
     }),
     deleteTokens: unary(hooks, "DeleteTokens", async (ctx, req) => ({ deleted: await svc.erase(ctx, { tokens: req.tokens }) })),
-    deleteSubject: unary(hooks, "DeleteSubject", async (ctx, req) => svc.eraseSubject(ctx, { subjectRef: req.subjectRef })),
-    // Break-glass (DESIGN §15) is being built in services/break-glass.ts; until then it is refused.
-    requestBreakGlass: unary(hooks, "RequestBreakGlass", async () => {
-      throw new VaultError("UNIMPLEMENTED", "break-glass is not available yet");
+    deleteSubject: unary(hooks, "DeleteSubject", async (ctx, req) => {
+      const r = await subjects.deleteSubject(ctx, { subjectRef: req.subjectRef });
+      const { statement, signature, keyId } = r.receipt;
+      return { erased: r.erased, unlinked: r.unlinked, receipt: { statement: Buffer.from(statement), signature: Buffer.from(signature), keyId } };
     }),
-    approveBreakGlass: unary(hooks, "ApproveBreakGlass", async () => {
-      throw new VaultError("UNIMPLEMENTED", "break-glass is not available yet");
-    }),
+    requestBreakGlass: unary(hooks, "RequestBreakGlass", (ctx, req) =>
+      breakGlass.request(ctx, { categories: req.categories, purpose: req.purpose, justification: req.justification, durationSeconds: req.durationSeconds }),
+    ),
+    approveBreakGlass: unary(hooks, "ApproveBreakGlass", (ctx, req) => breakGlass.approve(ctx, { requestId: req.requestId })),
   };
 }
