@@ -26,7 +26,7 @@ row("Reveals")
 pair(("Reveals by caller × category × purpose", [("sum by (caller, category, purpose) (rate(fieldvault_detokenize_items_total"+sel(ALLOWED)+R+"))","{{caller}} {{category}} {{purpose}}")], "ops"),
      ("Denials and rate limits by caller", [("sum by (caller, outcome) (rate(fieldvault_detokenize_items_total"+sel(REFUSED)+R+"))","{{caller}} {{outcome}}")], "ops"))
 pair(("Break-glass reveals", [("sum by (caller, category) (increase(fieldvault_break_glass_reveals_total"+sel()+R+"))","{{caller}} {{category}}")], "short"),
-     ("Deterministic tokenizations by caller (oracle watch)", [("sum by (caller, category) (rate(fieldvault_deterministic_tokenize_total"+sel()+R+"))","{{caller}} {{category}}")], "ops"))
+     ("Deterministic tokenizations by caller (oracle watch)", [("sum by (caller, category) (rate(fieldvault_deterministic_tokenize_fields_total"+sel()+R+"))","{{caller}} {{category}}")], "ops"))
 row("Access log")
 pair(("Commit flush size", [(q(0.5,"sum by (le) (rate(fieldvault_access_log_batch_entries_bucket"+sel()+R+"))"),"entries p50"),
                             (q(0.99,"sum by (le) (rate(fieldvault_access_log_batch_entries_bucket"+sel()+R+"))"),"entries p99"),
