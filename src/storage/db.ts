@@ -27,6 +27,9 @@ export interface Db extends Queryable {
 const LOGIC_CLASSES = ["22", "23", "42", "P0", "2B", "25", "0A"];
 
 export function isOutage(err: unknown): boolean {
+  // A symbol is a control-flow signal thrown through a transaction (the commit queue's REQUEUE),
+  // never a failure of the database.
+  if (typeof err === "symbol") return false;
   // A domain error raised by a transaction's own work (e.g. an integrity check) is not an outage.
   if (err instanceof VaultError) return err.code === "UNAVAILABLE";
   const code = (err as { code?: unknown })?.code;
