@@ -40,20 +40,27 @@ export async function eraseSubjectLinks(
   return { erased: list((id) => erasedSet.has(id)), unlinked: list((id) => !erasedSet.has(id)) };
 }
 
-/** The access-log position of the entry a call wrote with `marker` in its detail (caller and time narrow it to the index). */
+/**
+ * The access-log position of the entry a call wrote with `marker` in its detail. The entry's time
+ * is the one the call gave it, so (caller, at) finds it on the caller index in one probe; a wider
+ * window is tried only if the writer stamped a different time.
+ */
 export async function findMarkedEntry(
   q: Queryable,
   e: { caller: string; at: Date; requestId: string; action: string; marker: string },
 ): Promise<{ seq: number; chainId: string; chainSeq: number } | undefined> {
-  const { rows } = await q.query<Record<string, unknown>>(
-    `SELECT seq, chain_id, chain_seq FROM access_log
-      WHERE caller = $1 AND at BETWEEN $2::timestamptz - interval '5 minutes' AND $2::timestamptz + interval '5 minutes'
-        AND request_id = $3 AND action = $4 AND strpos(detail, $5) > 0
-      ORDER BY seq LIMIT 1`,
-    [e.caller, e.at, e.requestId, e.action, e.marker],
-  );
-  const r = rows[0];
-  return r ? { seq: Number(r.seq), chainId: String(r.chain_id), chainSeq: Number(r.chain_seq) } : undefined;
+  for (const slack of ["0 seconds", "5 minutes"]) {
+    const { rows } = await q.query<Record<string, unknown>>(
+      `SELECT seq, chain_id, chain_seq FROM access_log
+        WHERE caller = $1 AND at BETWEEN $2::timestamptz - $6::interval AND $2::timestamptz + $6::interval
+          AND request_id = $3 AND action = $4 AND strpos(detail, $5) > 0
+        ORDER BY seq LIMIT 1`,
+      [e.caller, e.at, e.requestId, e.action, e.marker, slack],
+    );
+    const r = rows[0];
+    if (r) return { seq: Number(r.seq), chainId: String(r.chain_id), chainSeq: Number(r.chain_seq) };
+  }
+  return undefined;
 }
 
 export interface HeldToken {
