@@ -185,13 +185,14 @@ describe("fieldvault import (CLI) against a real vault on PostgreSQL and Redis",
     // The refused calls stored nothing and no row was sent twice: one random token per good row.
     expect((await countTokens("cardholder_name")) - before).toBe(3);
 
-    const jsonl = `{"name":"Ok A","pan":"${card(9100)}"}\n{"name":\n{"pan":"${card(9101)}"}\n{"name":42,"pan":"${card(9102)}"}\n{"name":"Ok B","pan":"${card(9103)}"}\n`;
+    const jsonl = `{"name":"Ok A","pan":"${card(9100)}"}\n{"name":\n{"pan":"${card(9101)}"}\n{"name":42,"pan":"${card(9102)}"}\n{"name":"Ok B","pan":"${card(9103)}"}\n{"name":"Lone \\ud800","pan":"${card(9104)}"}\n`;
     writeFileSync(file("bad.jsonl"), jsonl);
     const j = await cli(["import", "--map", "name=cardholder_name", "--map", "pan=card_number", file("bad.jsonl"), file("bad.out.jsonl"), ...as()]);
     expect(j.code).toBe(2);
     expect(j.stderr).toContain("import: rejected line 2: not valid JSON");
     expect(j.stderr).toContain("import: rejected line 3, column name: missing column");
     expect(j.stderr).toContain("import: rejected line 4, column name: not a string (number)");
+    expect(j.stderr).toContain("import: rejected line 6, column name: not valid UTF-8 text"); // a lone surrogate cannot be sent as is
     expect(j.stderr).not.toContain(card(9101));
     expect(readFileSync(file("bad.out.jsonl"), "utf8").trim().split("\n")).toHaveLength(2);
   });
@@ -250,6 +251,14 @@ describe("fieldvault import (CLI) against a real vault on PostgreSQL and Redis",
     const missing = await cli(["import", "--map", "nope=cardholder_name", file("denied.csv"), file("denied2.out.csv"), ...as()]);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toContain("fieldvault import: --map nope=cardholder_name: no column nope in the header");
+    expect(existsSync(file("denied2.out.csv"))).toBe(false); // checked before any output is created
+    const tooBig = await cli(["import", "--map", "name=cardholder_name", "--batch", "1001", file("denied.csv"), file("denied3.out.csv"), ...as()]);
+    expect(tooBig.code).toBe(0); // one row: the batch is only as large as the file
+    const rows = stringify([["a", "b"], ...Array.from({ length: 600 }, (_, i) => [`A ${i}`, `B ${i}`])]);
+    writeFileSync(file("wide.csv"), rows);
+    const wide = await cli(["import", "--map", "a=cardholder_name", "--map", "b=cardholder_name", "--batch", "600", file("wide.csv"), file("wide.out.csv"), ...as()]);
+    expect(wide.code).toBe(1);
+    expect(wide.stderr).toContain("the vault refused a batch of 1200 fields (fields: at most 1000 items per call); use a smaller --batch");
   });
 
   it("reads stdin and writes stdout; stops quietly when the reader goes away (EPIPE)", async () => {
