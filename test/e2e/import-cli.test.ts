@@ -252,6 +252,10 @@ describe("fieldvault import (CLI) against a real vault on PostgreSQL and Redis",
     expect(missing.code).toBe(1);
     expect(missing.stderr).toContain("fieldvault import: --map nope=cardholder_name: no column nope in the header");
     expect(existsSync(file("denied2.out.csv"))).toBe(false); // checked before any output is created
+    writeFileSync(file("twice.csv"), `id,name,name\n1,A B,C D\n`);
+    const twice = await cli(["import", "--map", "name=cardholder_name", file("twice.csv"), file("twice.out.csv"), ...as()]);
+    expect(twice.code).toBe(1);
+    expect(twice.stderr).toContain("the header names name more than once");
     const tooBig = await cli(["import", "--map", "name=cardholder_name", "--batch", "1001", file("denied.csv"), file("denied3.out.csv"), ...as()]);
     expect(tooBig.code).toBe(0); // one row: the batch is only as large as the file
     const rows = stringify([["a", "b"], ...Array.from({ length: 600 }, (_, i) => [`A ${i}`, `B ${i}`])]);
