@@ -221,7 +221,7 @@ describe("fieldvault import (CLI) against a real vault on PostgreSQL and Redis",
     const N = 5000;
     const rows = Array.from({ length: N }, (_, i) => [`i${i}`, `Interrupted ${i}`]);
     writeFileSync(file("int.csv"), stringify([["id", "name"], ...rows]));
-    const args = ["import", "--map", "name=cardholder_name", "--batch", "25", file("int.csv"), file("int.out.csv"), ...as()];
+    const args = ["import", "--map", "name=cardholder_name", "--batch", "25", "--progress-every", "0.2", file("int.csv"), file("int.out.csv"), ...as()];
     const before = await countTokens("cardholder_name");
     const first = start(args);
     const sidecar = file("int.out.csv.import-state.json");
@@ -232,6 +232,9 @@ describe("fieldvault import (CLI) against a real vault on PostgreSQL and Redis",
     expect(stopped.stderr).toContain("interrupted; resume with the same command and --resume");
     const state = JSON.parse(readFileSync(sidecar, "utf8")) as { records: number };
     expect(state.records).toBeLessThan(N);
+    // Not a terminal: plain progress lines on stderr, none on stdout.
+    expect(stopped.stderr).toMatch(/^import: \d+ rows \(\d+%\), \d+ rows\/s, 0 rejected, \d+s$/m);
+    expect(stopped.stdout).toBe("");
     // Nothing was left in flight: exactly the committed rows have tokens.
     expect((await countTokens("cardholder_name")) - before).toBe(state.records);
     const resumed = await cli([...args, "--resume"]);
