@@ -268,6 +268,21 @@ describe("fieldvault import (CLI) against a real vault on PostgreSQL and Redis",
     expect(wide.stderr).toContain("the vault refused a batch of 1200 fields (fields: at most 1000 items per call); use a smaller --batch");
   });
 
+  it("draws a progress bar (rows, rows/s, percentage, ETA) on a terminal", async () => {
+    writeFileSync(file("tty.csv"), stringify([["id", "name"], ...Array.from({ length: 400 }, (_, i) => [String(i), `Terminal ${i}`])]));
+    const quote = (a: string) => `'${a.replace(/'/g, "'\\''")}'`;
+    const command = [process.execPath, "--import", "tsx", MAIN, "import", "--map", "name=cardholder_name", "--batch", "20", file("tty.csv"), file("tty.out.csv"), ...as()].map(quote).join(" ");
+    // script(1) runs the CLI on a pseudo-terminal, so stderr is a TTY as in an operator's shell.
+    const child = spawn("script", ["-qec", command, "/dev/null"], { cwd: fromRoot(), stdio: ["pipe", "pipe", "pipe"] });
+    let seen = "";
+    child.stdout.setEncoding("utf8").on("data", (d: string) => (seen += d));
+    const code = await new Promise<number | null>((resolve) => child.on("close", (c) => resolve(c)));
+    expect(code).toBe(0);
+    expect(seen).toMatch(/import \[[=-]+\] \d+% \| \d+ rows \| \d+ rows\/s \| 0 rejected \| ETA/);
+    expect(seen).toContain("import: 400 rows in, 400 tokenized, 0 rejected");
+    expect((parse(readFileSync(file("tty.out.csv"))) as string[][]).length).toBe(401);
+  });
+
   it("reads stdin and writes stdout; stops quietly when the reader goes away (EPIPE)", async () => {
     const csv = stringify([["id", "name"], ...Array.from({ length: 30 }, (_, i) => [String(i), `Piped ${i}`])]);
     const r = await cli(["import", "--map", "name=cardholder_name", "--format", "csv", "-", "-", ...as()], csv);
