@@ -100,19 +100,31 @@ function compiledCli(): string {
   return out;
 }
 
-async function runImport(cli: string, args: string[]): Promise<{ seconds: number; code: number | null; rssMb: number; stderr: string }> {
+/** User + system CPU seconds of a live process so far (/proc/<pid>/stat, 100 ticks a second). */
+function cpuOf(pid: number): number {
+  try {
+    const f = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+    return (Number(f[11]) + Number(f[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+async function runImport(cli: string, args: string[]): Promise<{ seconds: number; code: number | null; rssMb: number; cpuSeconds: number; stderr: string }> {
   const started = performance.now();
   const proc = spawn(process.execPath, [cli, "import", ...args], { stdio: ["ignore", "ignore", "pipe"] });
   let stderr = "";
   proc.stderr.setEncoding("utf8").on("data", (d: string) => (stderr += d));
   let rssMb = 0;
+  let cpuSeconds = 0;
   const poll = setInterval(() => {
     const v = peakRssMb(proc.pid!);
     if (Number.isFinite(v)) rssMb = Math.max(rssMb, v);
+    cpuSeconds = Math.max(cpuSeconds, cpuOf(proc.pid!));
   }, 100);
   const [code] = (await once(proc, "exit")) as [number | null];
   clearInterval(poll);
-  return { seconds: (performance.now() - started) / 1000, code, rssMb, stderr };
+  return { seconds: (performance.now() - started) / 1000, code, rssMb, cpuSeconds, stderr };
 }
 
 async function main(): Promise<void> {
@@ -161,7 +173,7 @@ async function main(): Promise<void> {
       subjectRows,
       inputBytes: statSync(input).size,
       directBefore: before,
-      import: { seconds: imp.seconds, rowsPerSec: importRate, summary: imp.stderr.trim().split("\n").pop() },
+      import: { seconds: imp.seconds, rowsPerSec: importRate, importerCpuSeconds: imp.cpuSeconds, summary: imp.stderr.trim().split("\n").pop() },
       directAfter: after,
       ratio: importRate / directRate,
       peakRssMb: { vaultAfterDirect: vaultRssAfterDirect, vaultAfterImport: vaultRssAfterImport, importer: imp.rssMb },
@@ -175,7 +187,7 @@ async function main(): Promise<void> {
         `| fieldvault import (CSV file → file) | ${f(rows)} | ${imp.seconds.toFixed(1)} | ${f(importRate)} | importer ${imp.rssMb.toFixed(0)}, vault ${vaultRssAfterImport.toFixed(0)} |`,
         `| direct Tokenize (after) | ${f(rows)} | ${after.seconds.toFixed(1)} | ${f(after.rowsPerSec)} | |`,
         ``,
-        `import / direct (mean of before and after): ${result.ratio.toFixed(2)}× (goal ≥ 0.5×)`,
+        `import / direct (mean of before and after): ${result.ratio.toFixed(2)}× (goal ≥ 0.5×); importer CPU ${imp.cpuSeconds.toFixed(1)} s`,
         ``,
       ].join("\n"),
     );

@@ -25,6 +25,7 @@ interface ImportOptions extends ConnectOptions {
   batch?: string;
   concurrency?: string;
   retries?: string;
+  progressEvery?: string;
 }
 
 /** Exit statuses: 0 every row imported, 2 done with rejects, 3 stopped but resumable, 130 interrupted. */
@@ -55,6 +56,8 @@ async function importCommand(input: string, output: string, o: ImportOptions): P
   const plan = makePlan({ ...o, input });
   const retry = { ...DEFAULT_RETRY, attempts: o.retries === undefined ? DEFAULT_RETRY.attempts : Number(o.retries) };
   if (!Number.isInteger(retry.attempts) || retry.attempts < 1) throw new UsageError(`--retries ${o.retries}: expected a whole number ≥ 1`);
+  const everyMs = o.progressEvery === undefined ? 5000 : Number(o.progressEvery) * 1000;
+  if (!(everyMs >= 100)) throw new UsageError(`--progress-every ${o.progressEvery}: expected seconds, at least 0.1`);
   const toStdout = output === "-";
   if (toStdout && o.resume) throw new UsageError("--resume needs an output file: an import written to stdout cannot be resumed");
   if (!toStdout && input !== "-" && path.resolve(input) === path.resolve(output)) throw new UsageError("the output must not be the input file");
@@ -96,7 +99,7 @@ async function importCommand(input: string, output: string, o: ImportOptions): P
   const rejects: Sink = o.rejects ? await fileSink(o.rejects, state ? state.rejectsBytes : "fresh") : streamSink(process.stderr);
   if (o.rejects && !state) await rejects.write("line,column,reason\n");
 
-  const progress = progressReporter(process.stderr, inputSize ?? undefined, () => bytesRead);
+  const progress = progressReporter(process.stderr, inputSize ?? undefined, () => bytesRead, everyMs);
   const client = new TokenServiceClient(o.address, credentials(o));
   let stopping = false;
   const onSignal = () => {
@@ -180,6 +183,7 @@ export function registerImport(program: Command): void {
       .option("--resume", "continue an interrupted import into the same output")
       .option("--batch <rows>", "rows per Tokenize call (default: 500, or fewer so a call has at most 1000 fields)")
       .option("--concurrency <n>", "Tokenize calls in flight (default 4; 16 with --subject-column)")
+      .option("--progress-every <seconds>", "not on a terminal: one progress line on stderr this often (default 5)")
       .option("--retries <n>", `attempts for a call the vault could not answer (UNAVAILABLE), with back-off (default ${DEFAULT_RETRY.attempts})`),
   ).action(async (input: string, output: string, o: ImportOptions) => {
     let code: number;

@@ -185,13 +185,14 @@ describe("fieldvault import (CLI) against a real vault on PostgreSQL and Redis",
     // The refused calls stored nothing and no row was sent twice: one random token per good row.
     expect((await countTokens("cardholder_name")) - before).toBe(3);
 
-    const jsonl = `{"name":"Ok A","pan":"${card(9100)}"}\n{"name":\n{"pan":"${card(9101)}"}\n{"name":42,"pan":"${card(9102)}"}\n{"name":"Ok B","pan":"${card(9103)}"}\n`;
+    const jsonl = `{"name":"Ok A","pan":"${card(9100)}"}\n{"name":\n{"pan":"${card(9101)}"}\n{"name":42,"pan":"${card(9102)}"}\n{"name":"Ok B","pan":"${card(9103)}"}\n{"name":"Lone \\ud800","pan":"${card(9104)}"}\n`;
     writeFileSync(file("bad.jsonl"), jsonl);
     const j = await cli(["import", "--map", "name=cardholder_name", "--map", "pan=card_number", file("bad.jsonl"), file("bad.out.jsonl"), ...as()]);
     expect(j.code).toBe(2);
     expect(j.stderr).toContain("import: rejected line 2: not valid JSON");
     expect(j.stderr).toContain("import: rejected line 3, column name: missing column");
     expect(j.stderr).toContain("import: rejected line 4, column name: not a string (number)");
+    expect(j.stderr).toContain("import: rejected line 6, column name: not valid UTF-8 text"); // a lone surrogate cannot be sent as is
     expect(j.stderr).not.toContain(card(9101));
     expect(readFileSync(file("bad.out.jsonl"), "utf8").trim().split("\n")).toHaveLength(2);
   });
@@ -220,7 +221,7 @@ describe("fieldvault import (CLI) against a real vault on PostgreSQL and Redis",
     const N = 5000;
     const rows = Array.from({ length: N }, (_, i) => [`i${i}`, `Interrupted ${i}`]);
     writeFileSync(file("int.csv"), stringify([["id", "name"], ...rows]));
-    const args = ["import", "--map", "name=cardholder_name", "--batch", "25", file("int.csv"), file("int.out.csv"), ...as()];
+    const args = ["import", "--map", "name=cardholder_name", "--batch", "25", "--progress-every", "0.2", file("int.csv"), file("int.out.csv"), ...as()];
     const before = await countTokens("cardholder_name");
     const first = start(args);
     const sidecar = file("int.out.csv.import-state.json");
@@ -231,6 +232,9 @@ describe("fieldvault import (CLI) against a real vault on PostgreSQL and Redis",
     expect(stopped.stderr).toContain("interrupted; resume with the same command and --resume");
     const state = JSON.parse(readFileSync(sidecar, "utf8")) as { records: number };
     expect(state.records).toBeLessThan(N);
+    // Not a terminal: plain progress lines on stderr, none on stdout.
+    expect(stopped.stderr).toMatch(/^import: \d+ rows \(\d+%\), \d+ rows\/s, 0 rejected, \d+s$/m);
+    expect(stopped.stdout).toBe("");
     // Nothing was left in flight: exactly the committed rows have tokens.
     expect((await countTokens("cardholder_name")) - before).toBe(state.records);
     const resumed = await cli([...args, "--resume"]);
@@ -250,6 +254,33 @@ describe("fieldvault import (CLI) against a real vault on PostgreSQL and Redis",
     const missing = await cli(["import", "--map", "nope=cardholder_name", file("denied.csv"), file("denied2.out.csv"), ...as()]);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toContain("fieldvault import: --map nope=cardholder_name: no column nope in the header");
+    expect(existsSync(file("denied2.out.csv"))).toBe(false); // checked before any output is created
+    writeFileSync(file("twice.csv"), `id,name,name\n1,A B,C D\n`);
+    const twice = await cli(["import", "--map", "name=cardholder_name", file("twice.csv"), file("twice.out.csv"), ...as()]);
+    expect(twice.code).toBe(1);
+    expect(twice.stderr).toContain("the header names name more than once");
+    const tooBig = await cli(["import", "--map", "name=cardholder_name", "--batch", "1001", file("denied.csv"), file("denied3.out.csv"), ...as()]);
+    expect(tooBig.code).toBe(0); // one row: the batch is only as large as the file
+    const rows = stringify([["a", "b"], ...Array.from({ length: 600 }, (_, i) => [`A ${i}`, `B ${i}`])]);
+    writeFileSync(file("wide.csv"), rows);
+    const wide = await cli(["import", "--map", "a=cardholder_name", "--map", "b=cardholder_name", "--batch", "600", file("wide.csv"), file("wide.out.csv"), ...as()]);
+    expect(wide.code).toBe(1);
+    expect(wide.stderr).toContain("the vault refused a batch of 1200 fields (fields: at most 1000 items per call); use a smaller --batch");
+  });
+
+  it("draws a progress bar (rows, rows/s, percentage, ETA) on a terminal", async () => {
+    writeFileSync(file("tty.csv"), stringify([["id", "name"], ...Array.from({ length: 400 }, (_, i) => [String(i), `Terminal ${i}`])]));
+    const quote = (a: string) => `'${a.replace(/'/g, "'\\''")}'`;
+    const command = [process.execPath, "--import", "tsx", MAIN, "import", "--map", "name=cardholder_name", "--batch", "20", file("tty.csv"), file("tty.out.csv"), ...as()].map(quote).join(" ");
+    // script(1) runs the CLI on a pseudo-terminal, so stderr is a TTY as in an operator's shell.
+    const child = spawn("script", ["-qec", command, "/dev/null"], { cwd: fromRoot(), stdio: ["pipe", "pipe", "pipe"] });
+    let seen = "";
+    child.stdout.setEncoding("utf8").on("data", (d: string) => (seen += d));
+    const code = await new Promise<number | null>((resolve) => child.on("close", (c) => resolve(c)));
+    expect(code).toBe(0);
+    expect(seen).toMatch(/import \[[=-]+\] \d+% \| \d+ rows \| \d+ rows\/s \| 0 rejected \| ETA/);
+    expect(seen).toContain("import: 400 rows in, 400 tokenized, 0 rejected");
+    expect((parse(readFileSync(file("tty.out.csv"))) as string[][]).length).toBe(401);
   });
 
   it("reads stdin and writes stdout; stops quietly when the reader goes away (EPIPE)", async () => {

@@ -15,8 +15,8 @@ const newlines = (cells: readonly string[]) => cells.reduce((n, c) => n + (c.inc
 
 /**
  * CSV with a header row, parsed by csv-parse (RFC 4180: quoted fields, embedded delimiters,
- * quotes and newlines). Output records are written by csv-stringify with the same delimiter and
- * line ending, quoting only where needed: every cell's value comes out exactly as it went in.
+ * quotes and newlines; comma-delimited). Output records are written by csv-stringify with the
+ * input's line ending, quoting only where needed: every cell's value comes out exactly as it went in.
  */
 export function csvSource(input: Readable, plan: ImportPlan): Source {
   const parser = input.pipe(
@@ -52,6 +52,8 @@ export function csvSource(input: Readable, plan: ImportPlan): Source {
     indexes = plan.columns.map((c) => {
       const i = header!.indexOf(c.column);
       if (i < 0) throw new UsageError(`--map ${c.column}=${c.category}: no column ${c.column} in the header`);
+      // Else the second copy would be written out in plaintext.
+      if (header!.lastIndexOf(c.column) !== i) throw new UsageError(`--map ${c.column}=${c.category}: the header names ${c.column} more than once`);
       return i;
     });
     if (plan.subjectColumn !== undefined) {

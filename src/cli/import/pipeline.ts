@@ -109,7 +109,11 @@ export async function runPipeline(d: PipelineDeps): Promise<Outcome> {
       else rows.push(item);
     }
     const groups = new Map<string, RowItem[]>();
-    for (const r of rows) groups.set(r.subject, [...(groups.get(r.subject) ?? []), r]);
+    for (const r of rows) {
+      const group = groups.get(r.subject);
+      if (group) group.push(r);
+      else groups.set(r.subject, [r]);
+    }
     const done = Promise.all([...groups].map(([ref, group]) => run(() => tokenizeRows(d.call, group, { ref, column: subjectColumn }, d.retry ?? DEFAULT_RETRY)))).then((results) => {
       const tokens = new Map<RowItem, string[]>();
       const rejectedRows = new Map<Item, RejectItem>(early);

@@ -4,7 +4,8 @@ import { open, readFile, rename, rm } from "node:fs/promises";
  * The sidecar `OUT.import-state.json`: how far an import got. It is rewritten (temporary file,
  * fsync, rename) only after the output and rejects files are fsync'd up to `outputBytes` and
  * `rejectsBytes`, so whatever it says is on disk. `--resume` cuts both files back to those
- * offsets and skips `records` input records.
+ * offsets and skips `records` input records. (The rename is not followed by a directory fsync: after
+ * a power cut the previous state may come back, which is older but just as consistent.)
  */
 export interface ImportState {
   version: 1;
