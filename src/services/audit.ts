@@ -477,8 +477,8 @@ export function createAudit(deps: AuditDeps) {
     });
     const counts = { entries: 0, checkpoints: 0, unsealed: 0 };
     const cutoff = new Date(now().getTime() - deps.unsealedGraceMs);
-    const live = verifyLive();
-    const first = await deps.store.snapshot(async (store) => {
+    // verifyLive reads the writer's state synchronously, before the snapshot's first query.
+    const [liveFound, first] = await Promise.all([verifyLive(), deps.store.snapshot(async (store) => {
       const found: (Finding | undefined)[] = [];
       for (const span of await store.chains(req)) {
         // A ranged walk stops at the last entry in range; otherwise it runs to the end of the chain.
@@ -496,8 +496,8 @@ export function createAudit(deps: AuditDeps) {
         }
       }
       return earliest(...found);
-    });
-    const broken = earliest(first, await live);
+    })]);
+    const broken = earliest(first, liveFound);
     const result: VerifyResult = broken
       ? { ok: false, entriesChecked: counts.entries, checkpointsChecked: counts.checkpoints, firstBrokenSequence: broken.seq, problem: broken.problem, detail: broken.detail, unsealedEntries: counts.unsealed }
       : { ok: true, entriesChecked: counts.entries, checkpointsChecked: counts.checkpoints, firstBrokenSequence: 0, problem: "", detail: "", unsealedEntries: counts.unsealed };
