@@ -226,8 +226,9 @@ export class FieldVaultClient {
   }
 
   /** Recomputes the access log's hash chains and checkpoint signatures (log readers). Retried. */
-  async verifyLog(range: { since?: Date; until?: Date } = {}, o: CallOverrides = {}): Promise<VerifyResponse> {
-    return (await this.unary("Verify", this.accessLog, this.accessLog.verify as never, { since: range.since, until: range.until }, true, o)) as VerifyResponse;
+  /** `anchor`: one published checkpoint (a line of FIELDVAULT_AUDIT_ANCHOR_FILE) the database must still hold. */
+  async verifyLog(range: { since?: Date; until?: Date; anchor?: string } = {}, o: CallOverrides = {}): Promise<VerifyResponse> {
+    return (await this.unary("Verify", this.accessLog, this.accessLog.verify as never, { since: range.since, until: range.until, anchor: range.anchor }, true, o)) as VerifyResponse;
   }
 
   close(): void {

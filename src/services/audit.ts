@@ -494,11 +494,10 @@ export function createAudit(deps: AuditDeps) {
     });
     const counts = { entries: 0, checkpoints: 0, unsealed: 0 };
     const cutoff = new Date(now().getTime() - deps.unsealedGraceMs);
-    // The live check reads the primary this instance writes to; the walk below may read a replica,
-    // where the newest entries of a live chain may not have arrived yet (source.lagSeconds): the
-    // chain then simply ends earlier, which the walk accepts.
-    const live = verifyLive();
-    const { value: first, source } = await readStore((s) => s.snapshot(async (store) => {
+    // The live check reads the primary this instance writes to (synchronously, before the snapshot's
+    // first query); the walk below may read a replica, where the newest entries of a live chain may not
+    // have arrived yet (source.lagSeconds): the chain then simply ends earlier, which the walk accepts.
+    const [liveFound, { value: first, source }] = await Promise.all([verifyLive(), readStore((s) => s.snapshot(async (store) => {
       counts.entries = counts.checkpoints = counts.unsealed = 0; // (a read that fell back to the primary starts over)
       const found: (Finding | undefined)[] = [];
       for (const span of await store.chains(req)) {
@@ -517,9 +516,9 @@ export function createAudit(deps: AuditDeps) {
         }
       }
       return earliest(...found);
-    }));
+    }))]);
     const served = { servedByReplica: source.replica, replicaLagSeconds: source.lagSeconds };
-    const broken = earliest(first, await live);
+    const broken = earliest(first, liveFound);
     const result: VerifyResult = broken
       ? { ok: false, entriesChecked: counts.entries, checkpointsChecked: counts.checkpoints, firstBrokenSequence: broken.seq, problem: broken.problem, detail: broken.detail, unsealedEntries: counts.unsealed, ...served }
       : { ok: true, entriesChecked: counts.entries, checkpointsChecked: counts.checkpoints, firstBrokenSequence: 0, problem: "", detail: "", unsealedEntries: counts.unsealed, ...served };

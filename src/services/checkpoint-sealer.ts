@@ -1,7 +1,7 @@
 import { type CheckpointFields, checkpointHash, checkpointSignedBy, signCheckpoint, type SignedCheckpointV2, ZERO_HASH } from "../domain/checkpoint";
 import type { SigningKey } from "../crypto/signing";
 import type { Queryable } from "../storage/db";
-import { chainTail, insertCheckpoint, latestCheckpointsOfKey, lockCheckpointKey } from "../storage/postgres/log-store";
+import { chainTail, checkpointsNumbered, insertCheckpoint, latestCheckpointsOfKey, lockCheckpointKey, type StoredCheckpoint } from "../storage/postgres/log-store";
 
 /** What a flush wants sealed: a chain position and its head. */
 export type CheckpointDraft = Pick<CheckpointFields, "chainId" | "size" | "head" | "at" | "closed">;
@@ -84,12 +84,19 @@ export class CheckpointSealer {
   }
 
   private async predecessor(tx: Queryable): Promise<SignedCheckpointV2 | undefined> {
-    const rows = await latestCheckpointsOfKey(tx, this.key.keyId, CANDIDATES);
-    const found = rows.find((r): r is typeof r & { version: 2 } => r.version === 2 && checkpointSignedBy(this.key.publicKey, r));
+    const valid = (r: StoredCheckpoint): r is StoredCheckpoint & { version: 2 } => r.version === 2 && checkpointSignedBy(this.key.publicKey, r);
+    const found = (await latestCheckpointsOfKey(tx, this.key.keyId, CANDIDATES)).find(valid);
     const last = this.last;
     if (!last) return found;
     const lastHash = Buffer.from(checkpointHash(last));
-    if (!found || found.number < last.number || (found.number === last.number && !lastHash.equals(checkpointHash(found)))) {
+    const isLast = (r: SignedCheckpointV2) => lastHash.equals(checkpointHash(r));
+    // The database must still hold the newest checkpoint this writer knows, and anything newer must
+    // extend it (another writer of the same key); otherwise checkpoints were deleted — or replaced by
+    // a sequence continued from what was left. Keep chaining onto what we know: the break stays visible.
+    const intact =
+      found !== undefined &&
+      (found.number === last.number ? isLast(found) : found.number > last.number && (await checkpointsNumbered(tx, this.key.keyId, last.number)).filter(valid).some(isLast));
+    if (!intact) {
       this.hooks.onRegression?.({ keyId: this.key.keyId, expectedNumber: last.number, foundNumber: found?.number ?? 0 });
       return last;
     }

@@ -304,6 +304,15 @@ describe("Verify against a database superuser (postgres)", () => {
       expect(broken.stdout).toMatch(/BROKEN at sequence \d+: (missing|modified)/);
       expect(broken.stdout).toContain(`the anchored checkpoint ${newest.number} of key ${newest.key_id}`);
       await b.stop();
+      // b continued the numbering from what the database kept: its published checkpoints (log lines,
+      // e.g. in a SIEM) reuse numbers the anchor file already holds — a fork the CLI names offline.
+      const fromB = b.logs.map((l) => JSON.parse(l)).filter((l) => l.msg === "audit checkpoint").map((l) => l.checkpoint);
+      expect(fromB.some((cp) => cp.number <= newest.number)).toBe(true);
+      const merged = path.join(dir, "merged.jsonl");
+      writeFileSync(merged, readFileSync(anchor, "utf8") + fromB.map((cp) => JSON.stringify(cp) + "\n").join(""));
+      const fork = await cli(b, "--anchor", merged).catch((e) => e);
+      expect(fork.code).toBe(2);
+      expect(fork.stdout).toMatch(/BROKEN: the anchor file's checkpoints disagree: (two different checkpoints numbered|checkpoint \d+ of key \S+ does not cover)/);
 
       // A vault configured with the anchor file continues the sequence from it: it reports the loss itself.
       const c = await start({ FIELDVAULT_AUDIT_ANCHOR_FILE: anchor });
