@@ -17,6 +17,7 @@ import { CommitQueue } from "./services/commit-queue";
 import { createKeyLifecycle } from "./services/key-lifecycle";
 import { Keyring } from "./services/keyring";
 import { PolicyHolder } from "./services/policy-holder";
+import { aggregateUnknownCallerDenials } from "./services/denial-log";
 import { createTokenIntegrity } from "./services/token-integrity";
 import { createTokenization } from "./services/tokenization";
 import type { Db } from "./storage/db";
@@ -32,6 +33,7 @@ import { createRedisRateLimiter } from "./storage/redis/redis-rate-limiter";
 import { accessLogHandlers } from "./transport/grpc/access-log";
 import type { CallHooks } from "./transport/grpc/call";
 import { Health, within } from "./transport/grpc/health";
+import { boundedService, maxRequestBytes } from "./transport/grpc/bounded-decode";
 import { addReflection } from "./transport/grpc/reflection";
 import { keyAdminHandlers } from "./transport/grpc/key-admin";
 import { tokenServiceHandlers } from "./transport/grpc/token-service";
@@ -151,6 +153,11 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       maxFlushesInFlight: commitDb === db ? 1 : 2,
       onFlush: (s) => metrics.commit(s),
     });
+    // Denials of identities the policy does not know are aggregated in the log (one entry, then a count).
+    const logged = aggregateUnknownCallerDenials(commits, {
+      isKnown: (identity) => policy.get().callerName(identity) !== undefined,
+      onDenied: () => metrics.unknownCaller(),
+    });
     const checkpointTimer = setInterval(() => void commits.checkpoint().catch(() => undefined), config.checkpointIntervalMs);
     checkpointTimer.unref();
 
@@ -158,7 +165,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       registry,
       policy: () => policy.get(),
       keyring,
-      commits,
+      commits: logged,
       findTokens: (ids) => findTokens(db, ids),
       integrity,
       cvv,
@@ -181,11 +188,17 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       },
     };
 
-    const server = new Server({ "grpc.max_receive_message_length": 16 * 1024 * 1024 });
-    server.addService(TokenServiceService, tokenServiceHandlers(hooks, tokenization));
+    // Sized to the largest legal request, checked on the length prefix before anything is buffered;
+    // repeated items past the batch limit are never decoded; streams per connection are capped.
+    const server = new Server({
+      "grpc.max_receive_message_length": maxRequestBytes(config.maxBatch),
+      "grpc.max_concurrent_streams": config.maxConcurrentStreams,
+    });
+    const bounded = boundedService(TokenServiceService, { tokenize: 1, detokenize: 1, inspectTokens: 1, deleteTokens: 1 }, config.maxBatch + 1);
+    server.addService(bounded, tokenServiceHandlers(hooks, tokenization));
     const audit = createAudit({
       policy: () => policy.get(),
-      commits,
+      commits: logged,
       store: auditStore(db),
       // Verify trusts only keys from configuration, never a key stored next to the log.
       trustedKeys: [signingKey.publicKey, ...config.auditTrustedKeys],
@@ -196,7 +209,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       registry,
       policy: () => policy.get(),
       keyring,
-      commits,
+      commits: logged,
       db,
       instanceId: config.instanceId,
       cryptoperiodDays: config.cryptoperiodDays,
@@ -266,6 +279,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
         });
         await Promise.allSettled([...inFlight]);
         clearInterval(checkpointTimer);
+        await logged.close();
         await commits.close();
         for (const fn of cleanup.reverse()) await fn().catch(() => undefined);
         log.info("fieldvault stopped");

@@ -38,6 +38,8 @@ const envSchema = z.object({
   FIELDVAULT_METRICS_LISTEN: z.union([z.literal("off"), hostPort]).default("127.0.0.1:9464"),
   FIELDVAULT_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   FIELDVAULT_MAX_BATCH: positiveInt(1000, 100000),
+  /** HTTP/2 streams (concurrent calls) one client connection may have open. */
+  FIELDVAULT_MAX_CONCURRENT_STREAMS: positiveInt(100, 10000),
   FIELDVAULT_CVV_TTL_SECONDS: positiveInt(900, 3600),
   FIELDVAULT_DB_POOL_SIZE: positiveInt(16, 500),
   FIELDVAULT_CHECKPOINT_EVERY: positiveInt(1000),
@@ -72,6 +74,7 @@ export interface Config {
   metricsListen?: string;
   logLevel: string;
   maxBatch: number;
+  maxConcurrentStreams: number;
   cvvTtlSeconds: number;
   dbPoolSize: number;
   checkpointEvery: number;
@@ -146,6 +149,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     metricsListen: e.FIELDVAULT_METRICS_LISTEN === "off" ? undefined : e.FIELDVAULT_METRICS_LISTEN,
     logLevel: e.FIELDVAULT_LOG_LEVEL,
     maxBatch: e.FIELDVAULT_MAX_BATCH,
+    maxConcurrentStreams: e.FIELDVAULT_MAX_CONCURRENT_STREAMS,
     cvvTtlSeconds: e.FIELDVAULT_CVV_TTL_SECONDS,
     dbPoolSize: e.FIELDVAULT_DB_POOL_SIZE,
     checkpointEvery: e.FIELDVAULT_CHECKPOINT_EVERY,
