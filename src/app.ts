@@ -3,6 +3,8 @@ import { readFileSync } from "node:fs";
 import { Server, ServerCredentials } from "@grpc/grpc-js";
 import { Redis } from "ioredis";
 import type { Config } from "./config/config";
+import { developmentMaterialInUse } from "./config/dev-material";
+import { ConfigError } from "./config/config";
 import { loadRootKeys } from "./config/root-keys";
 import { loadSigningKey } from "./config/signing-key";
 import { readySodium } from "./crypto/sodium";
@@ -80,6 +82,14 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
   const policy = new PolicyHolder(config.policyFile, registry.names());
   const roots = loadRootKeys(config);
   const signingKey = loadSigningKey(config.signingKeyFile);
+  const devMaterial = developmentMaterialInUse(config, signingKey);
+  if (config.mode === "production" && devMaterial.length) {
+    if (!config.allowDevMaterial) throw new ConfigError([...devMaterial.map((m) => `${m} is refused in production mode`)]);
+    for (const m of devMaterial) log.warn({ material: m }, "INSECURE: production mode with PUBLIC development material (FIELDVAULT_ALLOW_DEV_MATERIAL=true) — anyone can mint identities or forge checkpoints; never hold real data");
+  }
+  if (config.modeDefaulted && config.databaseUrl && config.redisUrl && config.tls) {
+    log.warn("FIELDVAULT_MODE is not set: running in DEVELOPMENT mode with real backends and TLS — set FIELDVAULT_MODE=production (or =development to silence this)");
+  }
   const cleanup: (() => Promise<unknown>)[] = [];
 
   try {

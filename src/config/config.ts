@@ -55,6 +55,8 @@ const envSchema = z.object({
   FIELDVAULT_AUTO_ROTATE_CHECK_MS: positiveInt(3_600_000),
   FIELDVAULT_SHUTDOWN_GRACE_MS: positiveInt(10000),
   FIELDVAULT_HEALTH_INTERVAL_MS: positiveInt(5000, 300000),
+  /** Production with keys-dev/ material (compose.yaml's local try-out only): loudly logged, never for real data. */
+  FIELDVAULT_ALLOW_DEV_MATERIAL: z.enum(["true", "false"]).default("false"),
   FIELDVAULT_INSTANCE_ID: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).optional(),
 });
 
@@ -88,6 +90,10 @@ export interface Config {
   shutdownGraceMs: number;
   healthIntervalMs: number;
   instanceId: string;
+  /** Production accepts development keys and certificates (loud WARN at start). */
+  allowDevMaterial: boolean;
+  /** FIELDVAULT_MODE was not set (development by default). */
+  modeDefaulted: boolean;
 }
 
 export class ConfigError extends Error {
@@ -168,5 +174,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     shutdownGraceMs: e.FIELDVAULT_SHUTDOWN_GRACE_MS,
     healthIntervalMs: e.FIELDVAULT_HEALTH_INTERVAL_MS,
     instanceId: e.FIELDVAULT_INSTANCE_ID ?? `fv-${randomBytes(6).toString("hex")}`,
+    allowDevMaterial: e.FIELDVAULT_ALLOW_DEV_MATERIAL === "true",
+    modeDefaulted: env.FIELDVAULT_MODE === undefined,
   };
 }
