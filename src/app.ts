@@ -2,6 +2,8 @@ import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { Server, ServerCredentials } from "@grpc/grpc-js";
 import type { Config } from "./config/config";
+import { developmentMaterialInUse } from "./config/dev-material";
+import { ConfigError } from "./config/config";
 import { loadRootKeys } from "./config/root-keys";
 import { loadSigningKey } from "./config/signing-key";
 import { readySodium } from "./crypto/sodium";
@@ -19,6 +21,7 @@ import { CommitQueue } from "./services/commit-queue";
 import { createKeyLifecycle } from "./services/key-lifecycle";
 import { Keyring } from "./services/keyring";
 import { PolicyHolder } from "./services/policy-holder";
+import { aggregateUnknownCallerDenials } from "./services/denial-log";
 import { createTokenIntegrity } from "./services/token-integrity";
 import { createBreakGlass } from "./services/break-glass";
 import { createSubjectRights } from "./services/subject-rights";
@@ -45,6 +48,7 @@ import { createRedisRateLimiter } from "./storage/redis/redis-rate-limiter";
 import { accessLogHandlers } from "./transport/grpc/access-log";
 import type { CallHooks } from "./transport/grpc/call";
 import { Health, within } from "./transport/grpc/health";
+import { boundedService, maxRequestBytes } from "./transport/grpc/bounded-decode";
 import { addReflection } from "./transport/grpc/reflection";
 import { keyAdminHandlers } from "./transport/grpc/key-admin";
 import { tokenServiceHandlers } from "./transport/grpc/token-service";
@@ -83,6 +87,14 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
   const roots = await loadRootKeys(config, { warn: (m) => log.warn(m) });
   const cleanup: (() => Promise<unknown>)[] = [() => roots.close()];
   log.info({ active: roots.active.id, loaded: [...roots.byId.keys()] }, "root keys loaded");
+  const devMaterial = developmentMaterialInUse(config, signingKey);
+  if (config.mode === "production" && devMaterial.length) {
+    if (!config.allowDevMaterial) throw new ConfigError([...devMaterial.map((m) => `${m} is refused in production mode`)]);
+    for (const m of devMaterial) log.warn({ material: m }, "INSECURE: production mode with PUBLIC development material (FIELDVAULT_ALLOW_DEV_MATERIAL=true) — anyone can mint identities or forge checkpoints; never hold real data");
+  }
+  if (config.modeDefaulted && config.databaseUrl && config.redisUrl && config.tls) {
+    log.warn("FIELDVAULT_MODE is not set: running in DEVELOPMENT mode with real backends and TLS — set FIELDVAULT_MODE=production (or =development to silence this)");
+  }
 
   try {
     const db = config.databaseUrl
@@ -200,6 +212,11 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       const newest = (await lastLines(config.auditAnchorFile))?.map(parseCheckpointJson).filter((c) => typeof c !== "string").pop();
       if (newest && commits.seedCheckpoint(newest)) log.info({ number: newest.number, keyId: newest.keyId }, "audit: continuing the checkpoint sequence from FIELDVAULT_AUDIT_ANCHOR_FILE");
     }
+    // Denials of identities the policy does not know are aggregated in the log (one entry, then a count).
+    const logged = aggregateUnknownCallerDenials(commits, {
+      isKnown: (identity) => policy.get().callerName(identity) !== undefined,
+      onDenied: () => metrics.unknownCaller(),
+    });
     const checkpointTimer = setInterval(() => void commits.checkpoint().catch(() => undefined), config.checkpointIntervalMs);
     checkpointTimer.unref();
 
@@ -215,7 +232,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
     const breakGlass = createBreakGlass({
       policy: () => policy.get(),
       categories: () => registry.names(),
-      commits,
+      commits: logged,
       store: breakGlassStore(db),
       maxSeconds: config.breakGlassMaxSeconds,
       instanceId: config.instanceId,
@@ -228,7 +245,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       registry,
       policy: tracer ? () => tracedPolicy(tracer, policy.get()) : () => policy.get(),
       keyring,
-      commits: tracer ? tracedCommits(tracer, commits) : commits,
+      commits: tracer ? tracedCommits(tracer, logged) : logged,
       findTokens: tracer ? tracedLookup(tracer, lookup) : lookup,
       assignAliases: (tx, wants) => assignAliases(tx, wants),
       cardRetentionDays: config.cardRetentionDays,
@@ -246,7 +263,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
     const subjects = createSubjectRights({
       policy: () => policy.get(),
       categories: () => registry.names(),
-      commits,
+      commits: logged,
       store: subjectStore(db),
       signingKey,
       subjectKey: subjectRefKey(signingKey),
@@ -265,8 +282,14 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       },
     };
 
-    const server = new Server({ "grpc.max_receive_message_length": 16 * 1024 * 1024 });
-    server.addService(TokenServiceService, tokenServiceHandlers({ ...hooks, service: "TokenService" }, tokenization, subjects, breakGlass));
+    // Sized to the largest legal request, checked on the length prefix before anything is buffered;
+    // repeated items past the batch limit are never decoded; streams per connection are capped.
+    const server = new Server({
+      "grpc.max_receive_message_length": maxRequestBytes(config.maxBatch),
+      "grpc.max_concurrent_streams": config.maxConcurrentStreams,
+    });
+    const bounded = boundedService(TokenServiceService, { tokenize: 1, detokenize: 1, inspectTokens: 1, deleteTokens: 1 }, config.maxBatch + 1);
+    server.addService(bounded, tokenServiceHandlers({ ...hooks, service: "TokenService" }, tokenization, subjects, breakGlass));
     // Log reads (Query, Verify; SubjectReport) may go to a read replica; writes never do.
     const replicaDb = config.databaseReadUrl ? createPgDb({ url: config.databaseReadUrl, poolSize: Math.max(2, Math.ceil(config.dbPoolSize / 4)), connectTimeoutMs: 1000 }) : undefined;
     if (replicaDb) cleanup.push(() => replicaDb.close());
@@ -284,7 +307,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
     if (replicaDb) log.info("storage: log reads (Query, SubjectReport, Verify) go to the read replica");
     const auditService = createAudit({
       policy: () => policy.get(),
-      commits,
+      commits: logged,
       store: auditStore(db),
       readStore: (fn) => readRouter.read((readDb) => fn(auditStore(readDb))),
       // This instance's own chain heads and newest checkpoint, compared with the primary it writes to.
@@ -309,7 +332,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       registry,
       policy: () => policy.get(),
       keyring,
-      commits,
+      commits: logged,
       db,
       instanceId: config.instanceId,
       cryptoperiodDays: config.cryptoperiodDays,
@@ -394,6 +417,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
         await Promise.allSettled([...inFlight]);
         clearInterval(checkpointTimer);
         await purge.stop();
+        await logged.close();
         await commits.close();
         for (const fn of cleanup.reverse()) await fn().catch(() => undefined);
         log.info("fieldvault stopped");

@@ -56,6 +56,8 @@ const envSchema = z.object({
   FIELDVAULT_METRICS_LISTEN: z.union([z.literal("off"), hostPort]).default("127.0.0.1:9464"),
   FIELDVAULT_LOG_LEVEL: z.enum(["fatal", "error", "warn", "info", "debug", "trace", "silent"]).default("info"),
   FIELDVAULT_MAX_BATCH: positiveInt(1000, 100000),
+  /** HTTP/2 streams (concurrent calls) one client connection may have open. */
+  FIELDVAULT_MAX_CONCURRENT_STREAMS: positiveInt(100, 10000),
   FIELDVAULT_CVV_TTL_SECONDS: positiveInt(900, 3600),
   FIELDVAULT_DB_POOL_SIZE: positiveInt(16, 500),
   FIELDVAULT_CHECKPOINT_EVERY: positiveInt(1000),
@@ -77,6 +79,8 @@ const envSchema = z.object({
   FIELDVAULT_PURGE_BATCH_SIZE: positiveInt(500, 10_000),
   /** The longest break-glass grant a caller may request (DESIGN §15). */
   FIELDVAULT_BREAK_GLASS_MAX_SECONDS: positiveInt(3600, 86400),
+  /** Production with keys-dev/ material (compose.yaml's local try-out only): loudly logged, never for real data. */
+  FIELDVAULT_ALLOW_DEV_MATERIAL: z.enum(["true", "false"]).default("false"),
   FIELDVAULT_INSTANCE_ID: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).optional(),
 });
 
@@ -100,6 +104,7 @@ export interface Config {
   metricsListen?: string;
   logLevel: string;
   maxBatch: number;
+  maxConcurrentStreams: number;
   cvvTtlSeconds: number;
   dbPoolSize: number;
   checkpointEvery: number;
@@ -119,6 +124,10 @@ export interface Config {
   purgeBatchSize: number;
   instanceId: string;
   breakGlassMaxSeconds: number;
+  /** Production accepts development keys and certificates (loud WARN at start). */
+  allowDevMaterial: boolean;
+  /** FIELDVAULT_MODE was not set (development by default). */
+  modeDefaulted: boolean;
 }
 
 export class ConfigError extends Error {
@@ -191,6 +200,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     metricsListen: e.FIELDVAULT_METRICS_LISTEN === "off" ? undefined : e.FIELDVAULT_METRICS_LISTEN,
     logLevel: e.FIELDVAULT_LOG_LEVEL,
     maxBatch: e.FIELDVAULT_MAX_BATCH,
+    maxConcurrentStreams: e.FIELDVAULT_MAX_CONCURRENT_STREAMS,
     cvvTtlSeconds: e.FIELDVAULT_CVV_TTL_SECONDS,
     dbPoolSize: e.FIELDVAULT_DB_POOL_SIZE,
     checkpointEvery: e.FIELDVAULT_CHECKPOINT_EVERY,
@@ -214,5 +224,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     purgeBatchSize: e.FIELDVAULT_PURGE_BATCH_SIZE,
     instanceId: e.FIELDVAULT_INSTANCE_ID ?? `fv-${randomBytes(6).toString("hex")}`,
     breakGlassMaxSeconds: e.FIELDVAULT_BREAK_GLASS_MAX_SECONDS,
+    allowDevMaterial: e.FIELDVAULT_ALLOW_DEV_MATERIAL === "true",
+    modeDefaulted: env.FIELDVAULT_MODE === undefined,
   };
 }

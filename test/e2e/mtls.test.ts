@@ -138,6 +138,8 @@ describe("production mode", () => {
       FIELDVAULT_ROOT_KEY: randomBytes(32).toString("base64"),
       FIELDVAULT_SIGNING_KEY_FILE: signingKeyFile,
       ...TLS_ENV,
+      // keys-dev certificates in production: the explicit, loudly logged opt-in (test/security/dev-material.test.ts).
+      FIELDVAULT_ALLOW_DEV_MATERIAL: "true",
     };
   };
 

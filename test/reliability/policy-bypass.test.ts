@@ -94,6 +94,7 @@ describe("policy bypass", () => {
         FIELDVAULT_TLS_CERT_FILE: fromRoot("keys-dev", "server.pem"),
         FIELDVAULT_TLS_KEY_FILE: fromRoot("keys-dev", "server.key"),
         FIELDVAULT_TLS_CA_FILE: fromRoot("keys-dev", "ca.pem"),
+        FIELDVAULT_ALLOW_DEV_MATERIAL: "true", // keys-dev certificates: the explicit opt-in
       });
     }, 60_000);
     afterAll(async () => {
