@@ -75,6 +75,23 @@ function acquireModule(library: string): pkcs11js.PKCS11 {
   return p;
 }
 
+/** Finalises and initialises the module again, only when this process has exactly one user of it. */
+function reinitialiseModule(library: string): boolean {
+  const m = modules.get(library);
+  if (!m || m.users !== 1) return false;
+  try {
+    m.p.C_Finalize();
+  } catch {
+    /* not initialised, or broken: initialise anyway */
+  }
+  try {
+    m.p.C_Initialize();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function releaseModule(library: string): void {
   const m = modules.get(library);
   if (!m || --m.users > 0) return;
@@ -278,27 +295,45 @@ class TokenSession {
     }
   }
 
-  /** A fresh session, login and key handles; each key must still have the same id. */
+  /**
+   * A fresh session, login and key handles; each key must still have the same id. If the token is
+   * not found and no one else in this process uses the module, the module is finalised and
+   * initialised again first (modules such as SoftHSM2 only rescan their tokens then).
+   */
   private reopen(id: string): Handle {
     try {
-      const { slot } = findSlot(this.p, this.s);
-      const session = openSession(this.p, slot, false);
       try {
-        login(this.p, session, this.s);
-        for (const e of this.entries) {
-          const handle = findKey(this.p, session, e.label, this.s.tokenLabel);
-          if (keyId(this.p, session, handle) !== e.id) throw new Error(`key "${e.label}" is not the key it was`);
-          e.handle = handle;
-        }
-      } catch (err) {
-        this.p.C_CloseSession(session);
-        throw err;
+        return this.openAgain();
+      } catch (first) {
+        if (!reinitialiseModule(this.s.library)) throw first;
+        return this.openAgain();
       }
-      this.session = session;
-      return session;
     } catch (err) {
       throw new RootKeyUnavailableError(id, `the PKCS#11 session could not be reopened: ${err instanceof Pkcs11SetupError ? err.message : codeName(err)}`);
     }
+  }
+
+  private openAgain(): Handle {
+    const { slot } = findSlot(this.p, this.s);
+    const session = openSession(this.p, slot, false);
+    try {
+      login(this.p, session, this.s);
+      const handles = this.entries.map((e) => {
+        const handle = findKey(this.p, session, e.label, this.s.tokenLabel);
+        if (keyId(this.p, session, handle) !== e.id) throw new Pkcs11SetupError("keyLabel", `key "${e.label}" is no longer the key it was (${e.id})`);
+        return handle;
+      });
+      this.entries.forEach((e, i) => (e.handle = handles[i]!));
+    } catch (err) {
+      try {
+        this.p.C_CloseSession(session);
+      } catch {
+        /* already gone */
+      }
+      throw err;
+    }
+    this.session = session;
+    return session;
   }
 
   async close(): Promise<void> {

@@ -1,4 +1,4 @@
-import { rmSync, writeFileSync } from "node:fs";
+import { renameSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { credentials as grpcCredentials, loadPackageDefinition, status, type Client, type ServiceError } from "@grpc/grpc-js";
 import { loadSync } from "@grpc/proto-loader";
@@ -11,7 +11,10 @@ import { createTestDatabase, dropRedisPrefix, newRedisPrefix, REDIS_URL, type Te
 import { codeOf, tokenApi } from "../helpers/client";
 import { keyApi } from "../helpers/key-admin";
 import { createSoftHsm, refusedStart, type SoftHsm, USER_PIN } from "../helpers/softhsm";
-import { type ChildVault, startChildVault } from "../reliability/helpers/child-vault";
+import { type ChildVault, startChildVault as startChild } from "../reliability/helpers/child-vault";
+
+/** A vault process; PGlite's first start (initdb) and tsx are slow on a loaded CI machine. */
+const startChildVault = (env: Record<string, string>) => startChild(env, { startTimeoutMs: 150_000 });
 
 /** DESIGN §12's failures, on SoftHSM2: each start-up problem names its setting (never the PIN); a module failing after start. */
 jest.setTimeout(180_000);
@@ -117,7 +120,7 @@ function healthCheck(address: string): Promise<string> {
   );
 }
 
-describe("the module failing after start (its token's files removed under the running vault)", () => {
+describe("the module failing after start (its token's folder taken away under the running vault), then coming back", () => {
   let hsm: SoftHsm;
   let db: TestDatabase;
   let v: ChildVault | undefined;
@@ -147,7 +150,7 @@ describe("the module failing after start (its token's files removed under the ru
     }
   };
 
-  it("keeps revealing from the KEKs in memory and stays SERVING; RotateRootKey and RotateKey answer UNAVAILABLE and change nothing", async () => {
+  it("keeps revealing from the KEKs in memory and stays SERVING; RotateRootKey and RotateKey answer UNAVAILABLE and change nothing; once the token is back, rotation works without a restart", async () => {
     const newKey = randomBytes(32);
     const keyFile = path.join(hsm.dir, "new-root.key");
     writeFileSync(keyFile, newKey.toString("base64") + "\n", { mode: 0o600 });
@@ -164,8 +167,9 @@ describe("the module failing after start (its token's files removed under the ru
     const { tokens } = await pay.tokenize({ fields: [{ category: "card_number", value: "4111 1111 1111 1111" }, { category: "cardholder_name", value: "Ada Lovelace" }], ttlSeconds: 0, subjectRef: "" });
     const before = await snapshot();
 
-    // The module fails: every file of the token is gone (as a removed smart card or a dead HSM link).
-    rmSync(hsm.tokenDir, { recursive: true, force: true });
+    // The module fails: the token's folder is gone (as a removed smart card or a dead HSM link).
+    const away = `${hsm.tokenDir}.away`;
+    renameSync(hsm.tokenDir, away);
 
     const { results } = await pay.detokenize({ tokens: tokens.map((t) => t.token), purpose: "payment_authorization", justification: "OUTAGE" });
     expect(results.map((r) => r.outcome)).toEqual([
@@ -197,12 +201,25 @@ describe("the module failing after start (its token's files removed under the ru
       { action: "key_rotate", outcome: "unavailable" },
     ]);
     expect(v.output.join("\n")).not.toContain(USER_PIN);
-    await v.stop();
-    v = undefined;
 
-    // With the token folder gone SoftHSM cannot even initialise: a restart is refused, naming the module setting.
-    const r = refusedStart({ ...hsm.env("root-1"), FIELDVAULT_DATABASE_URL: db.url, FIELDVAULT_REDIS_URL: REDIS_URL, FIELDVAULT_REDIS_PREFIX: redisPrefix });
+    // Meanwhile a restart is refused, naming the module setting (SoftHSM cannot initialise without its folder).
+    const env = { ...hsm.env("root-1"), FIELDVAULT_DATABASE_URL: db.url, FIELDVAULT_REDIS_URL: REDIS_URL, FIELDVAULT_REDIS_PREFIX: redisPrefix };
+    const r = refusedStart(env);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/FIELDVAULT_PKCS11_LIBRARY: the PKCS#11 module \/usr\/lib\/softhsm\/libsofthsm2\.so failed to initialise/);
+
+    // The token comes back: the running vault opens a fresh session (re-initialising the module) and rotates, without a restart.
+    renameSync(away, hsm.tokenDir);
+    expect(await admin.rotateRoot(fileId)).toEqual({ rootKeyId: fileId, keksRewrapped: before.keks.length });
+    const after = await snapshot();
+    expect(new Set([...after.keks.map((k) => k.root_key_id), ...after.secrets.map((x) => x.root_key_id)])).toEqual(new Set([fileId]));
+    const final = await pay.detokenize({ tokens: [...tokens.map((t) => t.token), more.tokens[0]!.token], purpose: "payment_authorization", justification: "" });
+    expect(final.results.map((x) => x.outcome)).toEqual([
+      { $case: "value", value: "4111111111111111" },
+      { $case: "value", value: "Ada Lovelace" },
+      { $case: "value", value: "5555555555554444" },
+    ]);
+    await v.stop();
+    v = undefined;
   });
 });

@@ -13,7 +13,10 @@ import { keyApi } from "../helpers/key-admin";
 import { createSoftHsm, refusedStart, type SoftHsm } from "../helpers/softhsm";
 import { clientCredentials, TLS_ENV } from "../helpers/tls";
 import { BACKENDS, type Backend } from "../helpers/vault";
-import { type ChildVault, startChildVault } from "../reliability/helpers/child-vault";
+import { type ChildVault, startChildVault as startChild } from "../reliability/helpers/child-vault";
+
+/** A vault process; PGlite's first start (initdb) and tsx are slow on a loaded CI machine. */
+const startChildVault = (env: Record<string, string>) => startChild(env, { startTimeoutMs: 150_000 });
 
 /**
  * The pkcs11 root-key provider on a real PKCS#11 module (SoftHSM2), each describe with its own

@@ -16,7 +16,7 @@ export interface ChildVault {
 }
 
 /** Runs the real entry point (`src/main.ts` via tsx) as a separate process, configured only by environment. */
-export async function startChildVault(env: Record<string, string>): Promise<ChildVault> {
+export async function startChildVault(env: Record<string, string>, opts: { startTimeoutMs?: number } = {}): Promise<ChildVault> {
   const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("FIELDVAULT_") && k !== "NODE_OPTIONS"));
   const proc = spawn(process.execPath, ["--import", "tsx", fromRoot("src", "main.ts")], {
     cwd: fromRoot(),
@@ -48,7 +48,7 @@ export async function startChildVault(env: Record<string, string>): Promise<Chil
       }
       return undefined;
     },
-    45_000,
+    opts.startTimeoutMs ?? 45_000,
     50,
   );
   const c = clients(address);
