@@ -226,13 +226,18 @@ function gcm(iv: Buffer, aad: Uint8Array): pkcs11js.Mechanism {
 
 /**
  * The key's id: a hash of its check value (one zero block sealed with a fixed all-zero IV and a
- * fixed AAD; random IVs meet that IV with probability 2^-96), so it names the key material itself. It says nothing secret, stays the same when the
- * key is relabelled or restored into another device or cluster member, and differs for a new key
- * made under an old label.
+ * fixed AAD; a random IV meets that IV with probability 2^-96), so it names the key material
+ * itself. It says nothing secret, stays the same when the key is relabelled or restored into
+ * another device or cluster member, and differs for a new key made under an old label.
  */
-function keyId(p: pkcs11js.PKCS11, session: Handle, key: Handle): string {
-  p.C_EncryptInit(session, gcm(Buffer.alloc(IV_BYTES), KCV_AAD), key);
-  const kcv = p.C_Encrypt(session, Buffer.alloc(16), Buffer.alloc(16 + TAG_BYTES));
+function keyId(p: pkcs11js.PKCS11, session: Handle, key: Handle, label: string): string {
+  let kcv: Buffer;
+  try {
+    p.C_EncryptInit(session, gcm(Buffer.alloc(IV_BYTES), KCV_AAD), key);
+    kcv = p.C_Encrypt(session, Buffer.alloc(16), Buffer.alloc(16 + TAG_BYTES));
+  } catch (err) {
+    throw new Pkcs11SetupError("keyLabel", `key "${label}" cannot seal with CKM_AES_GCM and a caller-supplied 96-bit IV: ${codeName(err)}`);
+  }
   const h = sodium.crypto_generichash(8, sodium.from_string("fieldvault pkcs11 root key id"), new Uint8Array(kcv));
   return "pkcs11:" + sodium.to_hex(h);
 }
@@ -320,7 +325,7 @@ class TokenSession {
       login(this.p, session, this.s);
       const handles = this.entries.map((e) => {
         const handle = findKey(this.p, session, e.label, this.s.tokenLabel);
-        if (keyId(this.p, session, handle) !== e.id) throw new Pkcs11SetupError("keyLabel", `key "${e.label}" is no longer the key it was (${e.id})`);
+        if (keyId(this.p, session, handle, e.label) !== e.id) throw new Pkcs11SetupError("keyLabel", `key "${e.label}" is no longer the key it was (${e.id})`);
         return handle;
       });
       this.entries.forEach((e, i) => (e.handle = handles[i]!));
@@ -412,7 +417,7 @@ export async function openPkcs11RootKeys(s: Pkcs11Settings): Promise<Pkcs11RootK
     const entries: Entry[] = [];
     for (const label of s.keyLabels) {
       const handle = findKey(p, session, label, s.tokenLabel);
-      entries.push({ label, handle, id: keyId(p, session, handle) });
+      entries.push({ label, handle, id: keyId(p, session, handle, label) });
     }
     const t = new TokenSession(p, s, token, session, entries);
     return { keys: entries.map((e) => pkcs11RootKey(t, e)), token, close: () => t.close() };
@@ -463,7 +468,7 @@ export async function createPkcs11Key(s: Omit<Pkcs11Settings, "keyLabels">, labe
     } catch (err) {
       throw new Pkcs11SetupError("keyLabel", `the token refused to generate the key: ${codeName(err)}`);
     }
-    return { id: keyId(p, session, key), token };
+    return { id: keyId(p, session, key, label), token };
   } finally {
     if (session) {
       try {
@@ -526,7 +531,7 @@ export async function pkcs11Status(s: Pkcs11Settings): Promise<Pkcs11Status> {
         if (found.length !== 1) throw new Pkcs11SetupError("keyLabel", found.length ? `${found.length} keys are labelled "${label}"` : `no secret key labelled "${label}"`);
         k.attributes = readKeyAttributes(p, session!, found[0]!);
         k.problem = keyProblem(label, k.attributes);
-        if (!k.problem) k.id = keyId(p, session!, found[0]!);
+        if (!k.problem) k.id = keyId(p, session!, found[0]!, label);
       } catch (err) {
         k.problem = err instanceof Pkcs11SetupError ? err.message : codeName(err);
       }
