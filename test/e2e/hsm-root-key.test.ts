@@ -120,6 +120,17 @@ describe.each(BACKENDS)("HSM root key on %s", (backend: Backend) => {
       expect(v2[0]!.r).toBe(keyId);
       expect(v2[0]!.w[0]).toBe(FORMAT_PKCS11_AES_GCM);
     }
+    // The SDK example a newcomer runs works unchanged against the HSM-backed vault.
+    const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("FIELDVAULT_") && k !== "NODE_OPTIONS"));
+    const example = spawnSync(process.execPath, ["--import", "tsx", fromRoot("examples", "payment-checkout.ts")], {
+      cwd: fromRoot(),
+      env: { ...clean, FIELDVAULT_ADDRESS: v.address },
+      encoding: "utf8",
+      timeout: 60_000,
+    });
+    expect(example.stderr).not.toContain("FAILED");
+    expect(example.status).toBe(0);
+    expect(example.stdout).toMatch(/: OK$/m);
     await v.stop();
     v = undefined;
   });
