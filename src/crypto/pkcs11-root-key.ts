@@ -38,6 +38,8 @@ const IV_BYTES = 12;
 const TAG_BYTES = 16;
 const KEY_BYTES = 32;
 const KCV_AAD = Buffer.from("fieldvault pkcs11 key check value");
+/** Longest wait for one wrap or unwrap inside the module. */
+const CALL_TIMEOUT_MS = 10_000;
 
 type Handle = Buffer;
 
@@ -50,6 +52,19 @@ const codeOf = (err: unknown): number | undefined => (err as { code?: number }).
 // ---- the module: loaded and initialised once per process, finalised with its last user ----------
 
 const modules = new Map<string, { p: pkcs11js.PKCS11; users: number }>();
+
+/**
+ * Async calls run on libuv's worker threads (serialised, but not always the same thread), so ask the
+ * module to use OS locking; a module that cannot (CKR_CANT_LOCK) is initialised without arguments.
+ */
+function initialise(p: pkcs11js.PKCS11): void {
+  try {
+    p.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
+  } catch (err) {
+    if (codeOf(err) !== pkcs11js.CKR_CANT_LOCK) throw err;
+    p.C_Initialize();
+  }
+}
 
 function acquireModule(library: string): pkcs11js.PKCS11 {
   const m = modules.get(library);
@@ -64,7 +79,7 @@ function acquireModule(library: string): pkcs11js.PKCS11 {
     throw new Pkcs11SetupError("library", `cannot load the PKCS#11 module ${library}: ${(err as Error).message.split("\n")[0]}`);
   }
   try {
-    p.C_Initialize();
+    initialise(p);
   } catch (err) {
     if (codeOf(err) !== pkcs11js.CKR_CRYPTOKI_ALREADY_INITIALIZED) {
       p.close();
@@ -85,7 +100,7 @@ function reinitialiseModule(library: string): boolean {
     /* not initialised, or broken: initialise anyway */
   }
   try {
-    m.p.C_Initialize();
+    initialise(m.p);
     return true;
   } catch {
     return false;
@@ -275,13 +290,28 @@ class TokenSession {
     this.session = session;
   }
 
-  /** Runs `fn` alone on the session, reopening it first if an earlier call lost it. */
+  /**
+   * Runs `fn` alone on the session, reopening it first if an earlier call lost it. A call the module
+   * does not answer within CALL_TIMEOUT_MS fails as unavailable (a rotation must not hold its
+   * database transaction, shared with the access log, open on a hung HSM); its session is dropped.
+   */
   run<T>(id: string, fn: (p: pkcs11js.PKCS11, session: Handle, key: Handle) => Promise<T>): Promise<T> {
     const next = this.queue.then(async () => {
       if (this.closed) throw new RootKeyUnavailableError(id, "the PKCS#11 session is closed");
       const session = this.session ?? this.reopen(id);
       const entry = this.entries.find((e) => e.id === id)!;
-      return fn(this.p, session, entry.handle);
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          if (this.session === session) this.session = undefined; // abandoned, not closed: a call may still run on it
+          reject(new RootKeyUnavailableError(id, `the PKCS#11 module did not answer within ${CALL_TIMEOUT_MS} ms`));
+        }, CALL_TIMEOUT_MS);
+      });
+      try {
+        return await Promise.race([fn(this.p, session, entry.handle), timeout]);
+      } finally {
+        clearTimeout(timer);
+      }
     });
     this.queue = next.catch(() => undefined);
     return next;
