@@ -6,8 +6,10 @@
 FROM node:20-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
-# [B1] install everything the build needs (buf, ts-proto, typescript are devDependencies)
-RUN npm ci --no-audit --no-fund
+# [B1] install everything the build needs (buf, ts-proto, typescript are devDependencies); pkcs11js is
+# a native addon built by node-gyp, so the slim image needs python3, make and g++ for npm ci
+RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ && rm -rf /var/lib/apt/lists/* \
+ && npm ci --no-audit --no-fund
 COPY tsconfig.json tsconfig.build.json buf.yaml buf.gen.yaml ./
 COPY proto ./proto
 COPY src ./src
@@ -22,9 +24,11 @@ ENV NODE_ENV=production \
     FIELDVAULT_LISTEN=0.0.0.0:50051 \
     FIELDVAULT_METRICS_LISTEN=0.0.0.0:9464
 WORKDIR /app
-# [R1] production dependencies only, from the same lock file
+# [R1] production dependencies only, from the same lock file (build tools only while pkcs11js compiles)
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+RUN apt-get update && apt-get install -y --no-install-recommends python3 make g++ \
+ && npm ci --omit=dev --no-audit --no-fund && npm cache clean --force \
+ && apt-get purge -y python3 make g++ && apt-get autoremove -y && rm -rf /var/lib/apt/lists/*
 # [R2] the compiled service, the contract (reflection reads proto/) and the default policy
 COPY --from=build /app/dist ./dist
 COPY proto ./proto

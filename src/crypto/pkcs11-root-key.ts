@@ -38,6 +38,8 @@ const IV_BYTES = 12;
 const TAG_BYTES = 16;
 const KEY_BYTES = 32;
 const KCV_AAD = Buffer.from("fieldvault pkcs11 key check value");
+/** Longest wait for one wrap or unwrap inside the module. */
+const CALL_TIMEOUT_MS = 10_000;
 
 type Handle = Buffer;
 
@@ -50,6 +52,19 @@ const codeOf = (err: unknown): number | undefined => (err as { code?: number }).
 // ---- the module: loaded and initialised once per process, finalised with its last user ----------
 
 const modules = new Map<string, { p: pkcs11js.PKCS11; users: number }>();
+
+/**
+ * Async calls run on libuv's worker threads (serialised, but not always the same thread), so ask the
+ * module to use OS locking; a module that cannot (CKR_CANT_LOCK) is initialised without arguments.
+ */
+function initialise(p: pkcs11js.PKCS11): void {
+  try {
+    p.C_Initialize({ flags: pkcs11js.CKF_OS_LOCKING_OK });
+  } catch (err) {
+    if (codeOf(err) !== pkcs11js.CKR_CANT_LOCK) throw err;
+    p.C_Initialize();
+  }
+}
 
 function acquireModule(library: string): pkcs11js.PKCS11 {
   const m = modules.get(library);
@@ -64,7 +79,7 @@ function acquireModule(library: string): pkcs11js.PKCS11 {
     throw new Pkcs11SetupError("library", `cannot load the PKCS#11 module ${library}: ${(err as Error).message.split("\n")[0]}`);
   }
   try {
-    p.C_Initialize();
+    initialise(p);
   } catch (err) {
     if (codeOf(err) !== pkcs11js.CKR_CRYPTOKI_ALREADY_INITIALIZED) {
       p.close();
@@ -73,6 +88,23 @@ function acquireModule(library: string): pkcs11js.PKCS11 {
   }
   modules.set(library, { p, users: 1 });
   return p;
+}
+
+/** Finalises and initialises the module again, only when this process has exactly one user of it. */
+function reinitialiseModule(library: string): boolean {
+  const m = modules.get(library);
+  if (!m || m.users !== 1) return false;
+  try {
+    m.p.C_Finalize();
+  } catch {
+    /* not initialised, or broken: initialise anyway */
+  }
+  try {
+    initialise(m.p);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 function releaseModule(library: string): void {
@@ -209,13 +241,18 @@ function gcm(iv: Buffer, aad: Uint8Array): pkcs11js.Mechanism {
 
 /**
  * The key's id: a hash of its check value (one zero block sealed with a fixed all-zero IV and a
- * fixed AAD; random IVs meet that IV with probability 2^-96), so it names the key material itself. It says nothing secret, stays the same when the
- * key is relabelled or restored into another device or cluster member, and differs for a new key
- * made under an old label.
+ * fixed AAD; a random IV meets that IV with probability 2^-96), so it names the key material
+ * itself. It says nothing secret, stays the same when the key is relabelled or restored into
+ * another device or cluster member, and differs for a new key made under an old label.
  */
-function keyId(p: pkcs11js.PKCS11, session: Handle, key: Handle): string {
-  p.C_EncryptInit(session, gcm(Buffer.alloc(IV_BYTES), KCV_AAD), key);
-  const kcv = p.C_Encrypt(session, Buffer.alloc(16), Buffer.alloc(16 + TAG_BYTES));
+function keyId(p: pkcs11js.PKCS11, session: Handle, key: Handle, label: string): string {
+  let kcv: Buffer;
+  try {
+    p.C_EncryptInit(session, gcm(Buffer.alloc(IV_BYTES), KCV_AAD), key);
+    kcv = p.C_Encrypt(session, Buffer.alloc(16), Buffer.alloc(16 + TAG_BYTES));
+  } catch (err) {
+    throw new Pkcs11SetupError("keyLabel", `key "${label}" cannot seal with CKM_AES_GCM and a caller-supplied 96-bit IV: ${codeName(err)}`);
+  }
   const h = sodium.crypto_generichash(8, sodium.from_string("fieldvault pkcs11 root key id"), new Uint8Array(kcv));
   return "pkcs11:" + sodium.to_hex(h);
 }
@@ -253,13 +290,28 @@ class TokenSession {
     this.session = session;
   }
 
-  /** Runs `fn` alone on the session, reopening it first if an earlier call lost it. */
+  /**
+   * Runs `fn` alone on the session, reopening it first if an earlier call lost it. A call the module
+   * does not answer within CALL_TIMEOUT_MS fails as unavailable (a rotation must not hold its
+   * database transaction, shared with the access log, open on a hung HSM); its session is dropped.
+   */
   run<T>(id: string, fn: (p: pkcs11js.PKCS11, session: Handle, key: Handle) => Promise<T>): Promise<T> {
     const next = this.queue.then(async () => {
       if (this.closed) throw new RootKeyUnavailableError(id, "the PKCS#11 session is closed");
       const session = this.session ?? this.reopen(id);
       const entry = this.entries.find((e) => e.id === id)!;
-      return fn(this.p, session, entry.handle);
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          if (this.session === session) this.session = undefined; // abandoned, not closed: a call may still run on it
+          reject(new RootKeyUnavailableError(id, `the PKCS#11 module did not answer within ${CALL_TIMEOUT_MS} ms`));
+        }, CALL_TIMEOUT_MS);
+      });
+      try {
+        return await Promise.race([fn(this.p, session, entry.handle), timeout]);
+      } finally {
+        clearTimeout(timer);
+      }
     });
     this.queue = next.catch(() => undefined);
     return next;
@@ -278,27 +330,45 @@ class TokenSession {
     }
   }
 
-  /** A fresh session, login and key handles; each key must still have the same id. */
+  /**
+   * A fresh session, login and key handles; each key must still have the same id. If the token is
+   * not found and no one else in this process uses the module, the module is finalised and
+   * initialised again first (modules such as SoftHSM2 only rescan their tokens then).
+   */
   private reopen(id: string): Handle {
     try {
-      const { slot } = findSlot(this.p, this.s);
-      const session = openSession(this.p, slot, false);
       try {
-        login(this.p, session, this.s);
-        for (const e of this.entries) {
-          const handle = findKey(this.p, session, e.label, this.s.tokenLabel);
-          if (keyId(this.p, session, handle) !== e.id) throw new Error(`key "${e.label}" is not the key it was`);
-          e.handle = handle;
-        }
-      } catch (err) {
-        this.p.C_CloseSession(session);
-        throw err;
+        return this.openAgain();
+      } catch (first) {
+        if (!reinitialiseModule(this.s.library)) throw first;
+        return this.openAgain();
       }
-      this.session = session;
-      return session;
     } catch (err) {
       throw new RootKeyUnavailableError(id, `the PKCS#11 session could not be reopened: ${err instanceof Pkcs11SetupError ? err.message : codeName(err)}`);
     }
+  }
+
+  private openAgain(): Handle {
+    const { slot } = findSlot(this.p, this.s);
+    const session = openSession(this.p, slot, false);
+    try {
+      login(this.p, session, this.s);
+      const handles = this.entries.map((e) => {
+        const handle = findKey(this.p, session, e.label, this.s.tokenLabel);
+        if (keyId(this.p, session, handle, e.label) !== e.id) throw new Pkcs11SetupError("keyLabel", `key "${e.label}" is no longer the key it was (${e.id})`);
+        return handle;
+      });
+      this.entries.forEach((e, i) => (e.handle = handles[i]!));
+    } catch (err) {
+      try {
+        this.p.C_CloseSession(session);
+      } catch {
+        /* already gone */
+      }
+      throw err;
+    }
+    this.session = session;
+    return session;
   }
 
   async close(): Promise<void> {
@@ -377,7 +447,7 @@ export async function openPkcs11RootKeys(s: Pkcs11Settings): Promise<Pkcs11RootK
     const entries: Entry[] = [];
     for (const label of s.keyLabels) {
       const handle = findKey(p, session, label, s.tokenLabel);
-      entries.push({ label, handle, id: keyId(p, session, handle) });
+      entries.push({ label, handle, id: keyId(p, session, handle, label) });
     }
     const t = new TokenSession(p, s, token, session, entries);
     return { keys: entries.map((e) => pkcs11RootKey(t, e)), token, close: () => t.close() };
@@ -428,7 +498,7 @@ export async function createPkcs11Key(s: Omit<Pkcs11Settings, "keyLabels">, labe
     } catch (err) {
       throw new Pkcs11SetupError("keyLabel", `the token refused to generate the key: ${codeName(err)}`);
     }
-    return { id: keyId(p, session, key), token };
+    return { id: keyId(p, session, key, label), token };
   } finally {
     if (session) {
       try {
@@ -491,7 +561,7 @@ export async function pkcs11Status(s: Pkcs11Settings): Promise<Pkcs11Status> {
         if (found.length !== 1) throw new Pkcs11SetupError("keyLabel", found.length ? `${found.length} keys are labelled "${label}"` : `no secret key labelled "${label}"`);
         k.attributes = readKeyAttributes(p, session!, found[0]!);
         k.problem = keyProblem(label, k.attributes);
-        if (!k.problem) k.id = keyId(p, session!, found[0]!);
+        if (!k.problem) k.id = keyId(p, session!, found[0]!, label);
       } catch (err) {
         k.problem = err instanceof Pkcs11SetupError ? err.message : codeName(err);
       }

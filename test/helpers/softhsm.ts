@@ -75,3 +75,18 @@ export function createSoftHsm(tokenLabel = "fieldvault-test"): SoftHsm {
     },
   };
 }
+
+/**
+ * Runs the real entry point (src/main.ts) expecting it to refuse to start: its exit code and what
+ * it wrote to stderr. Fails fast (startChildVault waits for a listening line instead).
+ */
+export function refusedStart(env: Record<string, string>): { code: number; stderr: string; stdout: string } {
+  const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("FIELDVAULT_") && k !== "NODE_OPTIONS"));
+  const r = spawnSync(process.execPath, ["--import", "tsx", fromRoot("src", "main.ts")], {
+    cwd: fromRoot(),
+    env: { ...clean, FIELDVAULT_LISTEN: "127.0.0.1:0", FIELDVAULT_METRICS_LISTEN: "off", FIELDVAULT_DATA_DIR: "memory://", ...env },
+    encoding: "utf8",
+    timeout: 60_000,
+  });
+  return { code: r.status ?? -1, stderr: r.stderr, stdout: r.stdout };
+}

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { ConfigError, DEV_ROOT_KEY_FILE, loadConfig } from "../../src/config/config";
 import { fromRoot } from "../../src/config/paths";
-import { DEV_ROOT_KEY_ID, loadRootKeys } from "../../src/config/root-keys";
+import { DEV_ROOT_KEY_ID, loadRootKeys, NOT_IN_HSM_WARNING } from "../../src/config/root-keys";
 import { readySodium } from "../../src/crypto/sodium";
 
 const SECRET = "Sup3rS3cretCanary";
@@ -118,6 +118,58 @@ describe("configuration", () => {
     it("refuses two root-key providers at once", () => {
       const problems = problemsOf({ FIELDVAULT_ROOT_KEY: randomBytes(32).toString("base64"), FIELDVAULT_ROOT_KEY_FILE: DEV_ROOT_KEY_FILE });
       expect(problems).toEqual([expect.stringMatching(/^FIELDVAULT_ROOT_KEY and FIELDVAULT_ROOT_KEY_FILE/)]);
+    });
+
+    describe("root key provider (DESIGN §12)", () => {
+      const HSM = {
+        FIELDVAULT_ROOT_KEY_PROVIDER: "pkcs11",
+        FIELDVAULT_PKCS11_LIBRARY: "/usr/lib/softhsm/libsofthsm2.so",
+        FIELDVAULT_PKCS11_TOKEN_LABEL: "fieldvault",
+        FIELDVAULT_PKCS11_PIN: SECRET,
+        FIELDVAULT_PKCS11_KEY_LABEL: "root-2, root-1",
+      };
+
+      it("keeps the old behaviour when unset: env with FIELDVAULT_ROOT_KEY, else the file (development key by default)", () => {
+        expect(loadConfig({}).rootKey).toMatchObject({ provider: "file", files: [DEV_ROOT_KEY_FILE] });
+        expect(loadConfig({ FIELDVAULT_ROOT_KEY: randomBytes(32).toString("base64") }).rootKey.provider).toBe("env");
+        expect(loadConfig({}).rootKey.pkcs11).toBeUndefined();
+      });
+
+      it("parses pkcs11 settings: labels in order, first active; no development-key fallback; production needs no file or env key", () => {
+        const c = loadConfig(HSM);
+        expect(c.rootKey).toMatchObject({ provider: "pkcs11", files: [], pkcs11: { tokenLabel: "fieldvault", keyLabels: ["root-2", "root-1"] } });
+        const { FIELDVAULT_ROOT_KEY: _k, ...prodWithoutKey } = PRODUCTION;
+        expect(loadConfig({ ...prodWithoutKey, ...HSM }).rootKey.provider).toBe("pkcs11");
+      });
+
+      it("names every missing or contradictory PKCS#11 setting, never the PIN", () => {
+        expect(problemsOf({ FIELDVAULT_ROOT_KEY_PROVIDER: "pkcs11" }).map((p) => p.split(":")[0])).toEqual([
+          "FIELDVAULT_PKCS11_LIBRARY",
+          "FIELDVAULT_PKCS11_TOKEN_LABEL",
+          "FIELDVAULT_PKCS11_KEY_LABEL",
+          "FIELDVAULT_PKCS11_PIN_FILE or FIELDVAULT_PKCS11_PIN",
+        ]);
+        expect(problemsOf({ ...HSM, FIELDVAULT_PKCS11_PIN_FILE: "/run/secrets/pin" })).toEqual([expect.stringMatching(/^FIELDVAULT_PKCS11_PIN and FIELDVAULT_PKCS11_PIN_FILE are mutually exclusive/)]);
+        expect(problemsOf({ ...HSM, FIELDVAULT_PKCS11_KEY_LABEL: "root-1,,root-2" })).toEqual([expect.stringMatching(/^FIELDVAULT_PKCS11_KEY_LABEL: an empty label/)]);
+        expect(problemsOf({ ...HSM, FIELDVAULT_PKCS11_KEY_LABEL: "root-1,root-1" })).toEqual([expect.stringMatching(/^FIELDVAULT_PKCS11_KEY_LABEL: a label is listed twice/)]);
+        expect(problemsOf({ FIELDVAULT_ROOT_KEY_PROVIDER: "env" })).toEqual([expect.stringMatching(/^FIELDVAULT_ROOT_KEY: required with FIELDVAULT_ROOT_KEY_PROVIDER=env/)]);
+        expect(problemsOf({ FIELDVAULT_ROOT_KEY_PROVIDER: "hsm" })).toEqual([expect.stringMatching(/^FIELDVAULT_ROOT_KEY_PROVIDER:/)]);
+        // Half the PKCS#11 settings beside a file key is a mistake too, not silently ignored.
+        expect(problemsOf({ FIELDVAULT_PKCS11_LIBRARY: "/x.so" }).map((p) => p.split(":")[0])).toEqual([
+          "FIELDVAULT_PKCS11_TOKEN_LABEL",
+          "FIELDVAULT_PKCS11_KEY_LABEL",
+          "FIELDVAULT_PKCS11_PIN_FILE or FIELDVAULT_PKCS11_PIN",
+        ]);
+      });
+
+      it("warns once in production when the root key is not in an HSM, and not in development", async () => {
+        const warned: string[] = [];
+        await loadRootKeys(loadConfig(PRODUCTION), { warn: (m) => warned.push(m) });
+        expect(warned).toEqual([NOT_IN_HSM_WARNING]);
+        expect(NOT_IN_HSM_WARNING).toMatch(/PCI DSS 3\.6\.1\.2.*DESIGN §12/);
+        await loadRootKeys(loadConfig({}), { warn: (m) => warned.push(m) });
+        expect(warned).toHaveLength(1);
+      });
     });
 
     it("names a root key that is not base64 or not 32 bytes, without echoing it", async () => {

@@ -37,7 +37,7 @@ export async function runChildVaultToExit(env: Record<string, string>, timeoutMs
 }
 
 /** Runs the real entry point (`src/main.ts` via tsx) as a separate process, configured only by environment. */
-export async function startChildVault(env: Record<string, string>): Promise<ChildVault> {
+export async function startChildVault(env: Record<string, string>, opts: { startTimeoutMs?: number } = {}): Promise<ChildVault> {
   const proc = spawnVault(env);
   const output: string[] = [];
   let buffered = "";
@@ -64,7 +64,7 @@ export async function startChildVault(env: Record<string, string>): Promise<Chil
       }
       return undefined;
     },
-    45_000,
+    opts.startTimeoutMs ?? 45_000,
     50,
   );
   const c = clients(address);
