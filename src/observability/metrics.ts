@@ -30,7 +30,8 @@ export class Metrics {
   private readonly commitEntries: Histogram;
   private readonly commitJobs: Histogram;
   private readonly dbUp: Gauge;
-  private readonly redisUp: Gauge;
+  /** Created on the first Redis probe, so with in-process stand-ins the series is absent, not 0. */
+  private redisUp: Gauge | undefined;
   private server: Server | undefined;
 
   constructor(private readonly opts: MetricsOptions) {
@@ -70,7 +71,6 @@ export class Metrics {
       registers,
     });
     this.dbUp = new Gauge({ name: "fieldvault_db_up", help: "1 while the last PostgreSQL health probe succeeded and migrations are applied", registers });
-    this.redisUp = new Gauge({ name: "fieldvault_redis_up", help: "1 while Redis answers (absent: in-process stand-ins)", registers });
   }
 
   /** A finished gRPC call (CallHooks.onDone). */
@@ -143,6 +143,7 @@ export class Metrics {
   }
 
   setRedisUp(up: boolean): void {
+    this.redisUp ??= new Gauge({ name: "fieldvault_redis_up", help: "1 while Redis answers (absent: in-process stand-ins)", registers: [this.registry] });
     this.redisUp.set(up ? 1 : 0);
   }
 

@@ -1,3 +1,4 @@
+import { echoToken } from "../../crypto/tokens";
 import type { MaskedView } from "../../domain/categories";
 import { VaultError } from "../../domain/errors";
 import type { TokenServiceServer } from "../../gen/fieldvault/v1/token_service";
@@ -19,7 +20,7 @@ export function tokenServiceHandlers(hooks: CallHooks, svc: Tokenization): Token
       const out = await svc.detokenize(ctx, { tokens: req.tokens, purpose: req.purpose, justification: req.justification });
       return {
         results: out.map((r) => ({
-          token: r.token,
+          token: echoToken(r.token),
           category: r.category,
           outcome: r.ok
             ? { $case: "value" as const, value: r.value }
@@ -41,7 +42,7 @@ export function tokenServiceHandlers(hooks: CallHooks, svc: Tokenization): Token
                 keyVersion: t.keyVersion,
                 error: undefined,
               }
-            : { token: t.token, category: "", masked: undefined, createdAt: undefined, expiresAt: undefined, keyVersion: 0, error: { code: t.code, message: t.message } },
+            : { token: echoToken(t.token), category: "", masked: undefined, createdAt: undefined, expiresAt: undefined, keyVersion: 0, error: { code: t.code, message: t.message } },
         ),
       };
     }),
