@@ -1,10 +1,11 @@
 import { randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
+import path from "node:path";
 import { Server, ServerCredentials } from "@grpc/grpc-js";
 import type { Config } from "./config/config";
 import { developmentMaterialInUse } from "./config/dev-material";
 import { ConfigError } from "./config/config";
-import { loadRootKeys } from "./config/root-keys";
+import { DEV_ROOT_KEY_ID, loadRootKeys } from "./config/root-keys";
+import { loadTlsMaterial } from "./config/tls-material";
 import { loadSigningKey } from "./config/signing-key";
 import { readySodium } from "./crypto/sodium";
 import { subjectRefKey } from "./crypto/subject-ref";
@@ -45,6 +46,8 @@ import { assignAliases, findTokensAnyForm, tokenSpellings } from "./storage/post
 import { createPurge } from "./services/purge";
 import { createRedisCvvStore } from "./storage/redis/redis-cvv-store";
 import { createRedisRateLimiter } from "./storage/redis/redis-rate-limiter";
+import { databaseUnavailable, describeRedisUrl, listenFailure, redisFirstContact, StartupError } from "./runtime/startup-errors";
+import { CALLER_HEADER } from "./transport/grpc/identity";
 import { accessLogHandlers } from "./transport/grpc/access-log";
 import type { CallHooks } from "./transport/grpc/call";
 import { Health, within } from "./transport/grpc/health";
@@ -85,6 +88,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
   const policy = new PolicyHolder(config.policyFile, registry.names());
   const signingKey = loadSigningKey(config.signingKeyFile);
   const roots = await loadRootKeys(config, { warn: (m) => log.warn(m) });
+  const tlsMaterial = config.tls && loadTlsMaterial(config.tls); // a bad file is named before any migration runs
   const cleanup: (() => Promise<unknown>)[] = [() => roots.close()];
   log.info({ active: roots.active.id, loaded: [...roots.byId.keys()] }, "root keys loaded");
   const devMaterial = developmentMaterialInUse(config, signingKey);
@@ -103,8 +107,12 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
         await (await import("./storage/embedded/pglite-db")).createEmbeddedDb(config.dataDir);
     cleanup.push(() => db.close());
     if (db.kind === "embedded") {
-      log.warn({ dataDir: config.dataDir }, "storage: embedded PostgreSQL (PGlite) — development only; set FIELDVAULT_DATABASE_URL for production");
+      const dataDir = config.dataDir.startsWith("memory://") ? config.dataDir : path.resolve(config.dataDir);
+      log.warn({ dataDir }, `storage: embedded PostgreSQL (PGlite) in ${dataDir} — development only; set FIELDVAULT_DATABASE_URL for production`);
     } else {
+      await db.query("SELECT 1").catch((err: unknown) => {
+        throw databaseUnavailable(config.databaseUrl!, err);
+      });
       log.info("storage: PostgreSQL");
     }
     const applied = await migrate(db);
@@ -118,7 +126,11 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       const client = (redis = connectRedis(target));
       client.on("error", () => undefined); // reconnects on its own; calls fail UNAVAILABLE meanwhile
       cleanup.push(async () => client.disconnect());
-      if (!(await readyWithin(client, 5000))) log.warn({ topology: target.kind }, "cache: Redis not ready yet; CVV calls fail UNAVAILABLE until it is");
+      const unreachable = await redisFirstContact(client, 5000);
+      if (unreachable && config.mode === "production") {
+        throw new StartupError(`FIELDVAULT_REDIS_URL: Redis at ${describeRedisUrl(config.redisUrl)} is unreachable (${unreachable}); production does not start without it`);
+      }
+      if (unreachable) log.warn({ topology: target.kind }, `cache: Redis at ${describeRedisUrl(config.redisUrl)} is unreachable (${unreachable}); CVV calls answer UNAVAILABLE and rate budgets are local until it answers`);
       log.info({ topology: target.kind }, "cache: Redis");
     }
 
@@ -164,7 +176,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       cvv = createMemoryCvvStore();
       rateLimiter = localLimiter;
       cleanup.push(() => cvv.close());
-      log.warn("cache: in-process stand-ins for Redis (CVVs, rate budgets) — development only; set FIELDVAULT_REDIS_URL");
+      log.warn("cache: in-process stand-ins for Redis (CVVs, rate budgets) — development only; CVVs live in this process's memory and do not survive a restart; set FIELDVAULT_REDIS_URL");
     }
 
     // The commit queue writes on connections of its own, so a flush never waits behind lookups.
@@ -382,21 +394,26 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
     health.addToServer(server);
     addReflection(server);
     await health.start();
-    const metricsAddress = config.metricsListen ? await metrics.listen(config.metricsListen) : undefined;
+    const metricsAddress = config.metricsListen
+      ? await metrics.listen(config.metricsListen).catch((err: unknown) => {
+          throw listenFailure("FIELDVAULT_METRICS_LISTEN", config.metricsListen!, err);
+        })
+      : undefined;
     if (metricsAddress) log.info({ metricsAddress }, "metrics: GET /metrics");
 
-    const credentials = config.tls
-      ? ServerCredentials.createSsl(
-          readFileSync(config.tls.caFile),
-          [{ cert_chain: readFileSync(config.tls.certFile), private_key: readFileSync(config.tls.keyFile) }],
-          true,
-        )
+    const credentials = tlsMaterial
+      ? ServerCredentials.createSsl(tlsMaterial.ca, [{ cert_chain: tlsMaterial.cert, private_key: tlsMaterial.key }], true)
       : ServerCredentials.createInsecure();
     const port = await new Promise<number>((resolve, reject) =>
-      server.bindAsync(config.listen, credentials, (err, p) => (err ? reject(err) : resolve(p))),
+      server.bindAsync(config.listen, credentials, (err, p) => (err ? reject(listenFailure("FIELDVAULT_LISTEN", config.listen, err)) : resolve(p))),
     );
     const host = config.listen.slice(0, config.listen.lastIndexOf(":"));
     const address = `${host}:${port}`;
+    log.info({ policyFile: path.resolve(config.policyFile) }, `policy: ${path.resolve(config.policyFile)} (SIGHUP reloads it)`);
+    if (roots.active.id === DEV_ROOT_KEY_ID) log.warn({ rootKeyId: roots.active.id }, "root key: the DEVELOPMENT root key (keys-dev/root.key, published in the repository) — never for real data");
+    if (config.mode === "development" && !config.tls) {
+      log.warn({ header: CALLER_HEADER }, `identity: callers name themselves with the ${CALLER_HEADER} header (self-asserted, plaintext) — development only`);
+    }
     log.info({ address, mode: config.mode, tls: !!config.tls, instanceId: config.instanceId }, "fieldvault listening");
 
     let closing: Promise<void> | undefined;

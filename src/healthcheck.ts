@@ -3,8 +3,10 @@
  * Calls grpc.health.v1.Health/Check on the local vault and exits 0 only for SERVING.
  *
  * Address: FIELDVAULT_HEALTHCHECK_ADDRESS, else FIELDVAULT_LISTEN with a wildcard host replaced by
- * 127.0.0.1. With FIELDVAULT_TLS_CA_FILE set it speaks TLS and presents the client certificate in
- * FIELDVAULT_HEALTHCHECK_CERT_FILE / FIELDVAULT_HEALTHCHECK_KEY_FILE (the vault requires one).
+ * 127.0.0.1. With FIELDVAULT_TLS_CA_FILE set (the vault's own variable, so the probe run in the vault's
+ * environment knows TLS is on) it speaks TLS, trusts FIELDVAULT_HEALTHCHECK_CA_FILE — by default that
+ * same CA, which then must also have signed the server's certificate — and presents the client
+ * certificate in FIELDVAULT_HEALTHCHECK_CERT_FILE / FIELDVAULT_HEALTHCHECK_KEY_FILE (the vault requires one).
  */
 import { readFileSync } from "node:fs";
 import { ChannelCredentials, type Client, makeClientConstructor, type ServiceError } from "@grpc/grpc-js";
@@ -24,7 +26,8 @@ function credentials(env: NodeJS.ProcessEnv): ChannelCredentials {
   if (!env.FIELDVAULT_TLS_CA_FILE) return ChannelCredentials.createInsecure();
   const cert = env.FIELDVAULT_HEALTHCHECK_CERT_FILE;
   const key = env.FIELDVAULT_HEALTHCHECK_KEY_FILE;
-  return ChannelCredentials.createSsl(readFileSync(env.FIELDVAULT_TLS_CA_FILE), key ? readFileSync(key) : null, cert ? readFileSync(cert) : null);
+  const ca = env.FIELDVAULT_HEALTHCHECK_CA_FILE ?? env.FIELDVAULT_TLS_CA_FILE;
+  return ChannelCredentials.createSsl(readFileSync(ca), key ? readFileSync(key) : null, cert ? readFileSync(cert) : null);
 }
 
 const HealthClient = makeClientConstructor(healthService, "grpc.health.v1.Health");

@@ -144,7 +144,13 @@ export const DEV_SIGNING_KEY_FILE = fromRoot("keys-dev", "audit-signing.key");
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const parsed = envSchema.safeParse(env);
   if (!parsed.success) {
-    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join(".")}: ${i.message}`));
+    throw new ConfigError(
+      parsed.error.issues.map((i) => {
+        const name = i.path.join(".");
+        const empty = typeof env[name] === "string" && env[name]!.trim() === "";
+        return empty ? `${name}: is set but empty; give it a value, or unset it to use the default` : `${name}: ${i.message}`;
+      }),
+    );
   }
   const e = parsed.data;
   const problems: string[] = [];

@@ -30,3 +30,12 @@ export function tokenFromBytes(b: Uint8Array): string {
 export function isWellFormedToken(token: string): boolean {
   return TOKEN_PATTERN.test(token);
 }
+
+/**
+ * A token as it may be echoed back in a response: in full when well formed, otherwise only its first
+ * few characters — a caller who pasted a card number or a name where a token belongs must not get it
+ * (or have it logged) back whole.
+ */
+export function echoToken(token: string): string {
+  return isWellFormedToken(token) ? token : token.length <= 4 ? "(malformed)" : `${token.slice(0, 4)}…(malformed)`;
+}

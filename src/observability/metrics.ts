@@ -32,7 +32,8 @@ export class Metrics {
   private readonly commitWait: Histogram;
   private readonly breakGlassReveals: Counter<"caller" | "category">;
   private readonly dbUp: Gauge;
-  private readonly redisUp: Gauge;
+  /** Created on the first Redis probe, so with in-process stand-ins the series is absent, not 0. */
+  private redisUp: Gauge | undefined;
   private readonly fallbacks: Counter;
   private readonly verifyRuns: Counter;
   private readonly rewrapRemaining: Gauge;
@@ -92,7 +93,6 @@ export class Metrics {
       registers,
     });
     this.dbUp = new Gauge({ name: "fieldvault_db_up", help: "1 while the last PostgreSQL health probe succeeded and migrations are applied", registers });
-    this.redisUp = new Gauge({ name: "fieldvault_redis_up", help: "1 while Redis answers (absent: in-process stand-ins)", registers });
     this.fallbacks = new Counter({
       name: "fieldvault_rate_limit_local_fallback_total",
       help: "Rate-budget takes enforced from the instance's local share because Redis did not answer",
@@ -301,6 +301,7 @@ export class Metrics {
   }
 
   setRedisUp(up: boolean): void {
+    this.redisUp ??= new Gauge({ name: "fieldvault_redis_up", help: "1 while Redis answers (absent: in-process stand-ins)", registers: [this.registry] });
     this.redisUp.set(up ? 1 : 0);
   }
 

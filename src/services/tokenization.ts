@@ -80,7 +80,7 @@ const utf8 = new TextEncoder();
 const utf8d = new TextDecoder("utf-8", { fatal: true });
 
 function checkText(field: string, value: string, required: boolean): void {
-  if (required && value.length === 0) throw invalid(`${field}: required`);
+  if (required && value.trim().length === 0) throw invalid(`${field}: required`); // only spaces is not a purpose
   if (value.length > MAX_TEXT) throw invalid(`${field}: longer than ${MAX_TEXT} characters`);
   // eslint-disable-next-line no-control-regex
   if (/[\u0000-\u001f\u007f]/.test(value)) throw invalid(`${field}: contains control characters`);

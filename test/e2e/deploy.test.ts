@@ -92,7 +92,8 @@ describe("dashboard", () => {
 describe("every metric named by an alert rule or a dashboard panel is exported by a running vault", () => {
   let t: TestVault;
   beforeAll(async () => {
-    t = await startTestVault("postgres", { FIELDVAULT_METRICS_LISTEN: "127.0.0.1:0" });
+    t = await startTestVault("postgres", { FIELDVAULT_METRICS_LISTEN: "127.0.0.1:0", FIELDVAULT_HEALTH_INTERVAL_MS: "200" });
+    await new Promise((r) => setTimeout(r, 1000)); // a health probe has run (fieldvault_redis_up exists from the first)
     const pay = tokenApi(t.clients, "payment-service");
     const { tokens } = await pay.tokenize({ fields: [{ category: "card_number", value: "4111111111111111" }], ttlSeconds: 0, subjectRef: "" });
     await pay.detokenize({ tokens: [tokens[0]!.token], purpose: "refund", justification: "METRICS" });

@@ -174,6 +174,17 @@ describe.each(BACKENDS)("TokenService on %s", (backend) => {
       ]);
     });
 
+    it("echoes a malformed token only by its first characters, and refuses a purpose of only spaces as required", async () => {
+      const pasted = "4111 1111 1111 1111";
+      const { results } = await pay().detokenize({ tokens: [pasted], purpose: "refund", justification: "" });
+      expect(results[0]!.token).toBe("4111…(malformed)");
+      const inspected = await pay().inspect({ tokens: [pasted] });
+      expect(inspected.tokens[0]!.token).toBe("4111…(malformed)");
+      const spaces = await codeOf(pay().detokenize({ tokens: [pasted], purpose: "   ", justification: "" }));
+      expect(spaces.code).toBe(status.INVALID_ARGUMENT);
+      expect(spaces.details).toBe("purpose: required");
+    });
+
     it("fails to open a ciphertext copied onto another token's row", async () => {
       const { tokens } = await pay().tokenize({
         fields: [

@@ -1,8 +1,8 @@
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { Metadata, type ServiceError, status } from "@grpc/grpc-js";
 import YAML from "yaml";
+import { tempDir } from "./temp";
 import type {
   DestroyKeyVersionResponse,
   ListKeysResponse,
@@ -63,7 +63,7 @@ export function keyApi(c: Clients, caller: string | undefined) {
 export function bulkPolicyFile(): string {
   const doc = YAML.parse(readFileSync(fromRoot("policy", "default.yaml"), "utf8")) as { rate_limits: { detokenize_per_minute: number } };
   doc.rate_limits.detokenize_per_minute = 10_000_000;
-  const file = path.join(mkdtempSync(path.join(tmpdir(), "fv-policy-")), "policy.yaml");
+  const file = path.join(tempDir("fv-policy-"), "policy.yaml");
   writeFileSync(file, YAML.stringify(doc));
   return file;
 }

@@ -1,6 +1,7 @@
 import { chmodSync, existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { fromRoot } from "../../src/config/paths";
 import { tokenApi } from "../helpers/client";
 import { type ChildVault, runChildVaultToExit, startChildVault } from "./helpers/child-vault";
 
@@ -31,7 +32,8 @@ describe("embedded data folder", () => {
   let dataDir: string;
   const children: ChildVault[] = [];
   const email = { fields: [{ category: "email", value: "folder@example.com" }], ttlSeconds: 0, subjectRef: "" };
-  const env = () => ({ FIELDVAULT_DATA_DIR: dataDir });
+  // Relative to the vault's working folder, as a user would write it; messages must show it absolute.
+  const env = () => ({ FIELDVAULT_DATA_DIR: path.relative(fromRoot(), dataDir) });
 
   beforeAll(() => {
     dir = mkdtempSync(path.join(tmpdir(), "fv-folder-"));
@@ -47,6 +49,7 @@ describe("embedded data folder", () => {
     const first = await startChildVault(env());
     children.push(first);
     const lockFile = path.join(dataDir, "fieldvault.lock");
+    expect(first.output.join("\n")).toContain(`storage: embedded PostgreSQL (PGlite) in ${dataDir}`);
     expect(readFileSync(lockFile, "utf8").trim()).toBe(String(first.proc.pid));
     const booking = tokenApi(first.clients, "booking-service");
     const { tokens } = await booking.tokenize(email);

@@ -1,11 +1,11 @@
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ChannelCredentials } from "@grpc/grpc-js";
 import { parse } from "yaml";
 import { fromRoot } from "../../src/config/paths";
 import { clients, type Clients } from "../helpers/client";
+import { tempDir } from "../helpers/temp";
 import { startTestVault, type TestVault } from "../helpers/vault";
 import { codeName, tokens, valuesOf } from "./helpers/rpc";
 import { SAMPLES } from "../helpers/samples";
@@ -84,7 +84,7 @@ describe("policy bypass", () => {
     const countTokens = async () => (await t.vault.db.query<{ n: number }>("SELECT count(*)::int AS n FROM tokens", [])).rows[0]!.n;
 
     beforeAll(async () => {
-      const dir = mkdtempSync(join(tmpdir(), "fv-prod-"));
+      const dir = tempDir("fv-prod-"); // holds a signing key: removed when the file ends
       const signing = join(dir, "signing.key");
       writeFileSync(signing, randomBytes(32).toString("base64"));
       t = await startTestVault("postgres", {

@@ -1,3 +1,4 @@
+import { echoToken } from "../../crypto/tokens";
 import type { MaskedView } from "../../domain/categories";
 import type { TokenFormat as DomainTokenFormat } from "../../domain/token-formats";
 import { TokenFormat, type TokenServiceServer } from "../../gen/fieldvault/v1/token_service";
@@ -34,7 +35,7 @@ export function tokenServiceHandlers(
       const out = await svc.detokenize(ctx, { tokens: req.tokens, purpose: req.purpose, justification: req.justification, breakGlassId: req.breakGlassId });
       return {
         results: out.map((r) => ({
-          token: r.token,
+          token: echoToken(r.token),
           category: r.category,
           outcome: r.ok
             ? { $case: "value" as const, value: r.value }
@@ -56,7 +57,7 @@ export function tokenServiceHandlers(
                 keyVersion: t.keyVersion,
                 error: undefined,
               }
-            : { token: t.token, category: "", masked: undefined, createdAt: undefined, expiresAt: undefined, keyVersion: 0, error: { code: t.code, message: t.message } },
+            : { token: echoToken(t.token), category: "", masked: undefined, createdAt: undefined, expiresAt: undefined, keyVersion: 0, error: { code: t.code, message: t.message } },
         ),
       };
     }),
