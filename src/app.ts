@@ -91,7 +91,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       const client = (redis = connectRedis(target));
       client.on("error", () => undefined); // reconnects on its own; calls fail UNAVAILABLE meanwhile
       cleanup.push(async () => client.disconnect());
-      if (!(await readyWithin(client, 5000))) log.warn({ topology: target.kind }, "cache: Redis not ready yet; CVV calls fail UNAVAILABLE until it is");
+      if (!(await readyWithin(client, 2000))) log.warn({ topology: target.kind }, "cache: Redis not ready yet; CVV calls fail UNAVAILABLE until it is");
       log.info({ topology: target.kind }, "cache: Redis");
     }
 
@@ -166,7 +166,8 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
 
     const server = new Server({ "grpc.max_receive_message_length": 16 * 1024 * 1024 });
     server.addService(TokenServiceService, tokenServiceHandlers(hooks, tokenization));
-    // Log reads (Query, Verify; SubjectReport) may go to a read replica; writes never do.
+    // Log reads (Query, Verify; SubjectReport) may go to a read replica; writes never do. A read
+    // service takes `readRouter.read((db, source) => …)` and reports `source` (served_by_replica, lag).
     const replicaDb = config.databaseReadUrl ? createPgDb({ url: config.databaseReadUrl, poolSize: Math.max(2, Math.ceil(config.dbPoolSize / 4)), connectTimeoutMs: 1000 }) : undefined;
     if (replicaDb) cleanup.push(() => replicaDb.close());
     let replicaWarned = 0;
