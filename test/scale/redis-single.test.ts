@@ -2,7 +2,9 @@ import { Redis } from "ioredis";
 import { connectRedis, parseRedisUrl } from "../../src/storage/redis/connect";
 import { createKeyChangeNotices } from "../../src/storage/redis/key-notices";
 import { newRedisPrefix, REDIS_URL } from "../helpers/backends";
-import { waitFor } from "../reliability/helpers/ports";
+import { startTestVault } from "../helpers/vault";
+import { freePort, waitFor } from "../reliability/helpers/ports";
+import { codeName, tokens } from "../reliability/helpers/rpc";
 
 /** The third topology: one plain Redis server (the machine's), through the same connect and notice code. */
 describe("plain redis:// through connectRedis", () => {
@@ -32,6 +34,21 @@ describe("plain redis:// through connectRedis", () => {
     } finally {
       a.disconnect();
       b.disconnect();
+    }
+  });
+
+  it("starts within seconds when Redis is not there; CVV calls answer UNAVAILABLE, the rest works", async () => {
+    const nobody = await freePort();
+    const started = Date.now();
+    const v = await startTestVault("postgres", { FIELDVAULT_REDIS_URL: `redis://127.0.0.1:${nobody}` });
+    try {
+      expect(Date.now() - started).toBeLessThan(15_000);
+      expect(v.logs.some((l) => l.includes("Redis not ready yet"))).toBe(true);
+      const pay = tokens(v.clients, "payment-service");
+      expect(codeName((await pay.tokenize([{ category: "card_cvv", value: "123" }])).code)).toBe("UNAVAILABLE");
+      expect(codeName((await pay.tokenize([{ category: "cardholder_name", value: "No Redis" }])).code)).toBe("OK");
+    } finally {
+      await v.stop();
     }
   });
 });
