@@ -16,6 +16,8 @@ export interface LoadJob {
   kind: "grpc" | "pg" | "pgcrypto";
   method?: "tokenize" | "detokenize";
   address?: string;
+  /** Several vaults: the client spreads calls over them round-robin (one channel each). */
+  addresses?: string[];
   url?: string;
   tokensFile?: string;
   fields: number;
@@ -33,11 +35,15 @@ export interface LoadResult {
   p999: number;
   errors: number;
   firstError?: string;
+  /** CPU the load generator spent driving the calls (warm-up included), ms. */
+  cpuMs?: number;
+  /** Calls (warm-up included) sent to each address of `addresses`, in order. */
+  callsByTarget?: number[];
 }
 
 type Op = (i: number) => Promise<void>;
 
-async function drive(job: LoadJob, op: Op): Promise<LoadResult> {
+async function drive(job: LoadJob, op: Op): Promise<Omit<LoadResult, "callsByTarget">> {
   const latencies: number[] = [];
   let errors = 0;
   let firstError: string | undefined;
@@ -90,8 +96,18 @@ async function drive(job: LoadJob, op: Op): Promise<LoadResult> {
   };
 }
 
-function grpcOp(job: LoadJob): { op: Op; close: () => void } {
-  const client = new TokenServiceClient(job.address!, ChannelCredentials.createInsecure());
+function grpcOp(job: LoadJob): { op: Op; close: () => void; callsByTarget?: number[] } {
+  if (job.addresses?.length) {
+    // Client-side round-robin: call i goes to vault i mod N.
+    const ops = job.addresses.map((address) => grpcOp({ ...job, address, addresses: undefined }));
+    const callsByTarget = ops.map(() => 0);
+    const op: Op = (i) => {
+      callsByTarget[i % ops.length]!++;
+      return ops[i % ops.length]!.op(i);
+    };
+    return { op, close: () => ops.forEach((o) => o.close()), callsByTarget };
+  }
+  const client = new TokenServiceClient(job.address ?? job.addresses![0]!, ChannelCredentials.createInsecure());
   const md = () => {
     const m = new Metadata();
     m.set("x-fieldvault-caller", CALLER);
@@ -172,9 +188,12 @@ function pgOp(job: LoadJob): { op: Op; close: () => Promise<void> } {
 
 async function main(): Promise<void> {
   const job = JSON.parse(process.argv[2]!) as LoadJob;
-  const { op, close } = job.kind === "grpc" ? grpcOp(job) : pgOp(job);
-  const result = await drive(job, op);
-  await close();
+  const target = job.kind === "grpc" ? grpcOp(job) : pgOp(job);
+  const cpu0 = process.cpuUsage();
+  const driven = await drive(job, target.op);
+  const cpu = process.cpuUsage(cpu0);
+  const result: LoadResult = { ...driven, cpuMs: (cpu.user + cpu.system) / 1000, callsByTarget: "callsByTarget" in target ? target.callsByTarget : undefined };
+  await target.close();
   if (process.send) process.send(result, () => process.exit(0));
   else {
     process.stdout.write(JSON.stringify(result) + "\n");

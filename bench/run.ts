@@ -2,6 +2,7 @@
  * `npm run bench [-- --quick | --rounds N | --duration S | --profile | --keep]`
  * `npm run bench -- --scale [--scale-max 1000000]`  (see scale.ts)
  * `npm run bench -- --tracing`  the same rows with OpenTelemetry on (spans exported to a local OTLP sink)
+ * `npm run bench -- --instances N [--quick]`  (N vault processes behind a round-robin; see instances.ts)
  *
  * One run measures, against the machine's real PostgreSQL and Redis, with the load generator,
  * the no-op server and the vault each in a process of its own:
@@ -202,6 +203,10 @@ async function main(): Promise<void> {
   if (argv.includes("--scale")) {
     const { runScale } = await import("./scale");
     return runScale(argv);
+  }
+  if (argv.includes("--instances")) {
+    const { runInstances } = await import("./instances");
+    return runInstances(argv);
   }
   const opts = options(argv);
   const t0 = Date.now();

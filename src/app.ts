@@ -302,7 +302,8 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
     });
     const bounded = boundedService(TokenServiceService, { tokenize: 1, detokenize: 1, inspectTokens: 1, deleteTokens: 1 }, config.maxBatch + 1);
     server.addService(bounded, tokenServiceHandlers({ ...hooks, service: "TokenService" }, tokenization, subjects, breakGlass));
-    // Log reads (Query, Verify; SubjectReport) may go to a read replica; writes never do.
+    // Log reads (Query, Verify; SubjectReport) may go to a read replica; writes never do. A read
+    // service takes `readRouter.read((db, source) => …)` and reports `source` (served_by_replica, lag).
     const replicaDb = config.databaseReadUrl ? createPgDb({ url: config.databaseReadUrl, poolSize: Math.max(2, Math.ceil(config.dbPoolSize / 4)), connectTimeoutMs: 1000 }) : undefined;
     if (replicaDb) cleanup.push(() => replicaDb.close());
     let replicaWarned = 0;

@@ -94,6 +94,17 @@ export function peakRssMb(pid: number): number {
   }
 }
 
+/** utime + stime of one process so far, in ms, from /proc/<pid>/stat (USER_HZ = 100); NaN once it is gone. */
+export function processCpuMs(pid: number | undefined): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return (Number(f[11]) + Number(f[12])) * 10; // fields 14 and 15 of proc(5)
+  } catch {
+    return NaN;
+  }
+}
+
 /** Every process's CPU time so far, from /proc/stat (for the machine-load note). */
 export function cpuTimes(): { busy: number; total: number } {
   const line = readFileSync("/proc/stat", "utf8").split("\n")[0]!;

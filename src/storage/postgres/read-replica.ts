@@ -25,7 +25,6 @@ export interface ReadRouter {
   read<T>(fn: (db: Db, source: ReadSource) => Promise<T>): Promise<{ value: T; source: ReadSource }>;
   /** The replica's lag now (undefined without a replica or while it is unreachable). */
   lag(): Promise<number | undefined>;
-  close(): Promise<void>;
 }
 
 export interface ReadRouterOptions {
@@ -88,9 +87,6 @@ export function createReadRouter(opts: ReadRouterOptions): ReadRouter {
       } catch {
         return undefined;
       }
-    },
-    async close() {
-      await replica?.close();
     },
   };
 }

@@ -32,7 +32,8 @@ export function createKeyChangeNotices(client: RedisClient, prefix: string): Key
         client instanceof Cluster ? client.duplicate(undefined, { enableOfflineQueue: true }) : client.duplicate({ enableOfflineQueue: true });
       sub.on("error", () => undefined);
       sub.on("message", (ch: string) => ch === channel && onNotice());
-      await sub.subscribe(channel).catch(() => undefined);
+      // Not awaited: with Redis away at start-up the SUBSCRIBE waits in the queue, and start-up must not.
+      void sub.subscribe(channel).catch(() => undefined);
       return async () => {
         sub.disconnect();
       };

@@ -214,6 +214,7 @@ export async function startOwnSentinel(): Promise<OwnSentinel> {
           return p !== before ? p : undefined;
         }, 30_000, 100);
         const promoted = servers.find((s) => s.port === after)!;
+        const demoted = servers.find((s) => s.port === before)!;
         await waitFor("the new master to accept writes", async () => {
           const r = promoted.connect();
           try {
@@ -222,6 +223,16 @@ export async function startOwnSentinel(): Promise<OwnSentinel> {
             r.disconnect();
           }
         });
+        // Until the sentinel reconfigures the old master as a replica, it still takes writes (the
+        // split-brain window of asynchronous replication); wait that out.
+        await waitFor("the old master to become a replica", async () => {
+          const r = demoted.connect();
+          try {
+            return /role:slave/.test(await r.info("replication"));
+          } finally {
+            r.disconnect();
+          }
+        }, 20_000);
         return after;
       },
       async destroy() {
