@@ -4,6 +4,7 @@ import { AccessLogClient, type LogEntry, type QueryRequest, type VerifyResponse 
 import { type CategoryKeys, KeyAdminClient } from "../gen/fieldvault/v1/key_admin";
 import { type Masked, type TokenFormat, TokenServiceClient } from "../gen/fieldvault/v1/token_service";
 import { explainConnectionError, SDK_WORDS } from "./connection-errors";
+import { isWellFormedToken } from "../domain/token-formats";
 import { DEFAULT_RETRY, DETERMINISTIC_CATEGORIES, type RetryPolicy, withRetry } from "./retry";
 
 /** PEM contents, or a path to a PEM file. */
@@ -85,7 +86,6 @@ export class RevealError extends FieldVaultError {
   }
 }
 
-const WELL_FORMED_TOKEN = /^tok_[0-9A-Za-z]{22}$/;
 
 const pem = (p: Pem) => (typeof p === "string" ? readFileSync(p) : p);
 
@@ -151,7 +151,7 @@ export class FieldVaultClient {
       throw new RevealError(all);
     };
     tokens.forEach((token, i) => {
-      if (!WELL_FORMED_TOKEN.test(token)) results[i] = { token, category: "", ok: false, code: "INVALID_ARGUMENT", message: "not a fieldvault token (tok_ and 22 letters or digits)" };
+      if (!isWellFormedToken(token)) results[i] = { token, category: "", ok: false, code: "INVALID_ARGUMENT", message: "not a fieldvault token (tok_ and 22 letters or digits, or a format-preserving card token)" };
     });
     if (results.some(Boolean)) fail();
 

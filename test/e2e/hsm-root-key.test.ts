@@ -221,9 +221,9 @@ describe("rotation between providers (PostgreSQL): file → HSM → another HSM 
 
     const log = await query<{ detail: string }>(db, "SELECT detail FROM access_log WHERE action = 'root_rotate' ORDER BY seq");
     expect(log.map((r) => r.detail)).toEqual([
-      `root=${hsm1} previous=${oldFile.id} keks_rewrapped=${live} secrets_rewrapped=1`,
-      `root=${hsm2} previous=${hsm1} keks_rewrapped=${live} secrets_rewrapped=1`,
-      `root=${backFile.id} previous=${hsm2} keks_rewrapped=${live} secrets_rewrapped=1`,
+      `root=${hsm1} previous=${oldFile.id} keks_rewrapped=${live} secrets_rewrapped=2`,
+      `root=${hsm2} previous=${hsm1} keks_rewrapped=${live} secrets_rewrapped=2`,
+      `root=${backFile.id} previous=${hsm2} keks_rewrapped=${live} secrets_rewrapped=2`,
     ]);
   });
 });

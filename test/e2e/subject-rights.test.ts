@@ -240,6 +240,9 @@ describe("data-subject rights (postgres + redis)", () => {
         ["support-desk", "detokenize", passport, "customer_support", "denied"],
         ["support-desk", "detokenize", phone, "customer_support", "allowed"],
         ["booking-service", "detokenize", passport, "customs_declaration", "allowed"],
+        // Tokenize entries name the tokens they handed out (issue 10.7): who created each token.
+        ["booking-service", "tokenize", phone, "", "ok"],
+        ["booking-service", "tokenize", passport, "", "ok"],
       ]);
       const seqs = r.entries.map((e) => e.sequence);
       expect(seqs).toEqual([...seqs].sort((a, b) => b - a));
@@ -250,13 +253,16 @@ describe("data-subject rights (postgres + redis)", () => {
     });
 
     it("pages the entries; tokens come on the first page only", async () => {
-      const p1 = await report("privacy-officer", { subjectRef: "cust-report", pageSize: 2 });
+      const p1 = await report("privacy-officer", { subjectRef: "cust-report", pageSize: 3 });
       expect(p1.tokens).toHaveLength(2);
-      expect(p1.entries).toHaveLength(2);
+      expect(p1.entries).toHaveLength(3);
       expect(p1.nextPageToken).not.toBe("");
-      const p2 = await report("privacy-officer", { subjectRef: "cust-report", pageSize: 2, pageToken: p1.nextPageToken });
+      const p2 = await report("privacy-officer", { subjectRef: "cust-report", pageSize: 3, pageToken: p1.nextPageToken });
       expect(p2.tokens).toEqual([]);
-      expect(p2.entries.map((e) => e.caller)).toEqual(["booking-service"]);
+      expect(p2.entries.map((e) => [e.caller, e.action])).toEqual([
+        ["booking-service", "tokenize"],
+        ["booking-service", "tokenize"],
+      ]);
       expect(p2.nextPageToken).toBe("");
       const empty = await codeOf(report("privacy-officer", { subjectRef: "" }));
       expect([empty.code, empty.details]).toEqual([status.INVALID_ARGUMENT, "subject_ref: required"]);
