@@ -98,6 +98,9 @@ export FIELDVAULT_ROOT_KEY_FILE="$SECRETS/root.key" FIELDVAULT_SIGNING_KEY_FILE=
 export FIELDVAULT_TLS_CERT_FILE="$SECRETS/server.pem" FIELDVAULT_TLS_KEY_FILE="$SECRETS/server.key" FIELDVAULT_TLS_CA_FILE="$SECRETS/ca.pem"
 export FIELDVAULT_HEALTHCHECK_CERT_FILE="$SECRETS/payment-service.pem" FIELDVAULT_HEALTHCHECK_KEY_FILE="$SECRETS/payment-service.key"
 export FIELDVAULT_SHUTDOWN_GRACE_MS=10000
+# The smoke test runs on keys-dev/ certificates, which production refuses unless explicitly allowed
+# (loudly logged); a real deployment mints its own (docs/operations.md).
+export FIELDVAULT_ALLOW_DEV_MATERIAL=true
 
 say "[R5] node dist/src/main.js (production, mTLS) on 127.0.0.1:$PORT"
 (cd "$APP" && exec "${RUN_AS[@]}" node dist/src/main.js) > "$WORK.log" 2>&1 &

@@ -322,7 +322,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       policy: () => policy.get(),
       commits: logged,
       store: auditStore(db),
-      readStore: (fn) => readRouter.read((readDb) => fn(auditStore(readDb))),
+      readStore: (fn) => readRouter.read((readDb, source) => fn(auditStore(readDb), source)),
       // This instance's own chain heads and newest checkpoint, compared with the primary it writes to.
       live: { state: () => commits.liveState(), reads: auditStore(db) },
       unsealedGraceMs: 2 * config.checkpointIntervalMs,

@@ -42,7 +42,7 @@ export interface AuditDeps {
    * Where Query and Verify read (a replica when FIELDVAULT_DATABASE_READ_URL is set, falling back to
    * the primary); unset → `store`. Entries this service appends always go to the primary (`commits`).
    */
-  readStore?: <T>(fn: (store: AuditStore) => Promise<T>) => Promise<{ value: T; source: ReadSource }>;
+  readStore?: <T>(fn: (store: AuditStore, source: ReadSource) => Promise<T>) => Promise<{ value: T; source: ReadSource }>;
   /** Ed25519 public keys whose checkpoints are genuine: the configured signing key plus retired ones. Never read from the database. */
   trustedKeys: readonly Uint8Array[];
   instanceId: string;
@@ -142,7 +142,7 @@ const hex = (b: Uint8Array) => Buffer.from(b).toString("hex").slice(0, 16);
 /** AccessLog use cases: query the log and verify its hash chains and signed checkpoints. */
 export function createAudit(deps: AuditDeps) {
   const now = deps.now ?? (() => new Date());
-  const readStore = deps.readStore ?? (async <T>(fn: (store: AuditStore) => Promise<T>) => ({ value: await fn(deps.store), source: PRIMARY }));
+  const readStore = deps.readStore ?? (async <T>(fn: (store: AuditStore, source: ReadSource) => Promise<T>) => ({ value: await fn(deps.store, PRIMARY), source: PRIMARY }));
 
   const draft = (ctx: CallContext, action: string, fields: Partial<LogDraft> = {}): LogDraft =>
     logDraft(ctx, deps.instanceId, now(), action, fields);
@@ -493,12 +493,14 @@ export function createAudit(deps: AuditDeps) {
       anchor = parsed;
     });
     const counts = { entries: 0, checkpoints: 0, unsealed: 0 };
-    const cutoff = new Date(now().getTime() - deps.unsealedGraceMs);
     // The live check reads the primary this instance writes to (synchronously, before the snapshot's
     // first query); the walk below may read a replica, where the newest entries of a live chain may not
     // have arrived yet (source.lagSeconds): the chain then simply ends earlier, which the walk accepts.
-    const [liveFound, { value: first, source }] = await Promise.all([verifyLive(), readStore((s) => s.snapshot(async (store) => {
+    const [liveFound, { value: first, source }] = await Promise.all([verifyLive(), readStore((s, src) => s.snapshot(async (store) => {
       counts.entries = counts.checkpoints = counts.unsealed = 0; // (a read that fell back to the primary starts over)
+      // A lagging replica has not yet received the checkpoints that sealed its newest entries: the
+      // grace window for unsealed entries grows by the replica's lag.
+      const cutoff = new Date(now().getTime() - deps.unsealedGraceMs - (src.replica ? Math.ceil(src.lagSeconds * 1000) : 0));
       const found: (Finding | undefined)[] = [];
       for (const span of await store.chains(req)) {
         // A ranged walk stops at the last entry in range; otherwise it runs to the end of the chain.

@@ -301,7 +301,8 @@ describe("production mode", () => {
   const production = () => {
     const signingKeyFile = path.join(hsm.dir, "signing.key");
     writeFileSync(signingKeyFile, randomBytes(32).toString("base64") + "\n", { mode: 0o600 });
-    return { FIELDVAULT_MODE: "production", FIELDVAULT_SIGNING_KEY_FILE: signingKeyFile, ...TLS_ENV, ...pgEnv(db, redisPrefix) };
+    // The test CA and server certificate are keys-dev/ material: production refuses them unless told.
+    return { FIELDVAULT_MODE: "production", FIELDVAULT_ALLOW_DEV_MATERIAL: "true", FIELDVAULT_SIGNING_KEY_FILE: signingKeyFile, ...TLS_ENV, ...pgEnv(db, redisPrefix) };
   };
   const warnings = (v: ChildVault) =>
     v.output

@@ -131,6 +131,7 @@ describe("start-up messages", () => {
         FIELDVAULT_MODE: "production",
         FIELDVAULT_DATABASE_URL: db.url,
         FIELDVAULT_REDIS_URL: "redis://127.0.0.1:1",
+        FIELDVAULT_ALLOW_DEV_MATERIAL: "true", // keys-dev/ certificates: refused in production unless allowed
         FIELDVAULT_TLS_CERT_FILE: keys("server.pem"),
         FIELDVAULT_TLS_KEY_FILE: keys("server.key"),
         FIELDVAULT_TLS_CA_FILE: keys("ca.pem"),
