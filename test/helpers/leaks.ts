@@ -25,3 +25,16 @@ export function containsCanary(dump: string, canary: string): boolean {
   const hex = Buffer.from(canary, "utf8").toString("hex");
   return (dump.match(HEX_BLOB) ?? []).some((blob) => blob.includes(hex));
 }
+
+/**
+ * For short digit canaries (a CVV): four digits turn up by chance inside hex hashes, base64
+ * signatures, random token ids and timestamps, so a bare substring test is flaky. A CVV that leaked
+ * would stand on its own (a JSON value, a word in a text column), so look for it bounded by
+ * non-alphanumerics outside hex blobs, and as the hex of its UTF-8 bytes inside them.
+ */
+export function containsDigitsCanary(dump: string, digits: string): boolean {
+  const text = dump.replace(HEX_BLOB, "");
+  if (new RegExp(`(?<![0-9A-Za-z+/])${digits}(?![0-9A-Za-z+/])`).test(text)) return true;
+  const hex = Buffer.from(digits, "utf8").toString("hex");
+  return (dump.match(HEX_BLOB) ?? []).some((blob) => blob.includes(hex));
+}
