@@ -48,3 +48,33 @@ process.stdout.write(`total ${(total / 1e6).toFixed(1)} s sampled\n\nby function
 show(fnTotals, top);
 process.stdout.write("\nby file/package (self):\n");
 show(pkgTotals, 20);
+
+// Inclusive time: a sample counts once for every function (and package) on its stack. Shows where
+// a use case's CPU goes, whatever native or library code it ends in.
+const parent = new Map<number, number>();
+for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
+const busy = total - [...self].filter(([id]) => byId.get(id)!.callFrame.functionName === "(idle)").reduce((a, [, t]) => a + t, 0);
+const incFn = new Map<string, number>();
+const incPkg = new Map<string, number>();
+for (const [id, t] of self) {
+  const fns = new Set<string>();
+  const pkgs = new Set<string>();
+  for (let cur: number | undefined = id; cur !== undefined; cur = parent.get(cur)) {
+    const n = byId.get(cur)!;
+    if (n.callFrame.functionName === "(root)") break;
+    const w = where(n.callFrame.url);
+    if (n.callFrame.functionName) fns.add(`${n.callFrame.functionName}  ${w}:${n.callFrame.lineNumber + 1}`);
+    pkgs.add(w.split(":")[0]!.startsWith("src/") || w.startsWith(".build") ? "(vault code)" : w.split(":")[0]!);
+  }
+  for (const f of fns) incFn.set(f, (incFn.get(f) ?? 0) + t);
+  for (const p of pkgs) incPkg.set(p, (incPkg.get(p) ?? 0) + t);
+}
+const showBusy = (m: Map<string, number>, n: number) =>
+  [...m]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, n)
+    .forEach(([k, t]) => process.stdout.write(`${((t / busy) * 100).toFixed(1).padStart(5)}%  ${k}\n`));
+process.stdout.write(`\ninclusive, as a share of busy (non-idle) time ${(busy / 1e6).toFixed(1)} s, by function:\n`);
+showBusy(incFn, Number(process.env.PROFILE_INCLUSIVE_TOP ?? 60));
+process.stdout.write("\ninclusive by package:\n");
+showBusy(incPkg, 25);

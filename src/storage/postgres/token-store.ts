@@ -63,14 +63,20 @@ export async function insertTokens(tx: Queryable, tokens: readonly NewToken[], i
   }
   const rows = unique.map((t) => (t.fingerprint ? firstByFp.get(fpKey(t))! : t));
   const heldWithoutSubject = new Set(tokens.filter((t) => t.subjectRef === null).map((t) => (t.fingerprint ? fpKey(t) : t.id)));
+  // Only rows that already existed come back (a fresh insert has xmax 0; a row the upsert touched
+  // does not): returning every new row's blobs cost as much pg parsing as sending them.
   const { rows: out } = await tx.query<TokenRow>(
-    `INSERT INTO tokens (id, category, kek_version, wrapped_dek, ciphertext, fingerprint, masked,
-                         held_without_subject, created_at, expires_at, meta_mac)
-     SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bytea[], $5::bytea[], $6::bytea[], $7::jsonb[],
-                          $8::bool[], $9::timestamptz[], $10::timestamptz[], $11::bytea[])
-     ON CONFLICT (category, fingerprint) WHERE fingerprint IS NOT NULL DO UPDATE SET
-       held_without_subject = tokens.held_without_subject OR EXCLUDED.held_without_subject
-     RETURNING id, category, kek_version, wrapped_dek, ciphertext, fingerprint, masked, created_at, expires_at, meta_mac`,
+    `WITH ins AS (
+       INSERT INTO tokens (id, category, kek_version, wrapped_dek, ciphertext, fingerprint, masked,
+                           held_without_subject, created_at, expires_at, meta_mac)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::bytea[], $5::bytea[], $6::bytea[], $7::jsonb[],
+                            $8::bool[], $9::timestamptz[], $10::timestamptz[], $11::bytea[])
+       ON CONFLICT (category, fingerprint) WHERE fingerprint IS NOT NULL DO UPDATE SET
+         held_without_subject = tokens.held_without_subject OR EXCLUDED.held_without_subject
+       RETURNING id, category, kek_version, wrapped_dek, ciphertext, fingerprint, masked, created_at, expires_at, meta_mac,
+                 NOT (xmax = 0) AS existed)
+     SELECT id, category, kek_version, wrapped_dek, ciphertext, fingerprint, masked, created_at, expires_at, meta_mac
+       FROM ins WHERE existed`,
     [
       rows.map((t) => t.id),
       rows.map((t) => t.category),
@@ -86,6 +92,7 @@ export async function insertTokens(tx: Queryable, tokens: readonly NewToken[], i
     ],
   );
   const idByFp = new Map<string, string>();
+  for (const t of rows) if (t.fingerprint) idByFp.set(fpKey(t), t.id);
   const inserted = new Set(rows.map((t) => t.id));
   const extend: { id: string; expiresAt: Date | null; mac: Uint8Array | null }[] = [];
   for (const r of out) {

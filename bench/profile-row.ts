@@ -1,0 +1,64 @@
+/**
+ * Profiles the vault on one bench row: `npx tsx bench/profile-row.ts --method tokenize|detokenize
+ * --fields N --concurrency C [--seconds S]`. Starts the compiled vault with `--cpu-prof` on a bench
+ * database of its own, warms it, runs the one row, stops the vault (which writes its profile) and
+ * prints the vault's CPU per call from /proc and the profile's self time by function
+ * (bench/profile-summary.ts). For finding where a row's CPU goes; the figures that count come
+ * from `npm run bench`.
+ */
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { execFileSync } from "node:child_process";
+import { createBenchDatabase, dropRedisPrefix, processCpuMs, REDIS_URL } from "./lib/common";
+import { runLoad, startServer } from "./lib/children";
+import { benchPolicy, vaultEnv } from "./lib/vault-env";
+import { seedTokens } from "./seed";
+
+async function main(): Promise<void> {
+  const arg = (n: string, d: string) => {
+    const i = process.argv.indexOf(`--${n}`);
+    return i >= 0 ? process.argv[i + 1]! : d;
+  };
+  const method = arg("method", "tokenize") as "tokenize" | "detokenize";
+  const fields = Number(arg("fields", "1"));
+  const concurrency = Number(arg("concurrency", "64"));
+  const seconds = Number(arg("seconds", "5"));
+  const tmp = mkdtempSync(join(tmpdir(), "fv-prof-"));
+  const profDir = join(tmp, "prof");
+  const db = await createBenchDatabase();
+  const prefix = `fvprof:${process.pid}:`;
+  try {
+    const vault = await startServer("vault-server.ts", vaultEnv(db, prefix, benchPolicy(tmp)), ["--cpu-prof", `--cpu-prof-dir=${profDir}`]);
+    const tokensFile = join(tmp, "tokens.json");
+    writeFileSync(tokensFile, JSON.stringify(method === "detokenize" ? await seedTokens(vault.address, 5_000) : []));
+    const job = { kind: "grpc" as const, method, address: vault.address, tokensFile, fields, concurrency };
+    await runLoad({ ...job, durationMs: 0, warmupMs: 2000 });
+    let cpu0 = 0;
+    const res = await runLoad({ ...job, durationMs: seconds * 1000, warmupMs: 500 }, (phase) => {
+      const ms = processCpuMs(vault.proc.pid);
+      if (phase === "start") cpu0 = ms;
+      else cpu0 = ms - cpu0;
+    });
+    await vault.stop();
+    process.stdout.write(
+      `${method} ${fields} field(s) @${concurrency}: ${Math.round(res.calls / res.seconds)} calls/s, vault CPU ${Math.round((cpu0 * 1000) / res.calls)} µs/call, ` +
+        `${((cpu0 * 1000) / res.fields).toFixed(1)} µs/field, p50 ${res.p50.toFixed(2)} ms\n`,
+    );
+    const file = readdirSync(profDir).find((f) => f.endsWith(".cpuprofile"))!;
+    const kept = join(__dirname, "results", "profiles", `${method}-${fields}-${concurrency}-${new Date().toISOString().replace(/[:.]/g, "-")}.cpuprofile`);
+    mkdirSync(dirname(kept), { recursive: true });
+    copyFileSync(join(profDir, file), kept);
+    process.stdout.write(`profile: ${kept}\n`);
+    process.stdout.write(execFileSync("npx", ["tsx", join(__dirname, "profile-summary.ts"), kept], { encoding: "utf8" }));
+  } finally {
+    await db.drop().catch(() => undefined);
+    await dropRedisPrefix(prefix).catch(() => undefined);
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
+main().catch((err) => {
+  process.stderr.write(`${(err as Error).stack}\n`);
+  process.exit(1);
+});
