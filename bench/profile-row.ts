@@ -2,15 +2,16 @@
  * Profiles the vault on one bench row: `npx tsx bench/profile-row.ts --method tokenize|detokenize
  * --fields N --concurrency C [--seconds S]`. Starts the compiled vault with `--cpu-prof` on a bench
  * database of its own, warms it, runs the one row, stops the vault (which writes its profile) and
- * prints the vault's CPU per call from /proc and the profile's self time by function
- * (bench/profile-summary.ts). For finding where a row's CPU goes; the figures that count come
+ * prints the vault's CPU per call over the measured window (from /proc) and the profile's self and
+ * inclusive time by function (bench/profile-summary.ts). The profile also covers the vault's start-up,
+ * warm-up and (for detokenize) seeding, so read its shares as rough. For finding where a row's CPU goes; the figures that count come
  * from `npm run bench`.
  */
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { execFileSync } from "node:child_process";
-import { createBenchDatabase, dropRedisPrefix, processCpuMs, REDIS_URL } from "./lib/common";
+import { createBenchDatabase, dropRedisPrefix, processCpuMs } from "./lib/common";
 import { runLoad, startServer } from "./lib/children";
 import { benchPolicy, vaultEnv } from "./lib/vault-env";
 import { seedTokens } from "./seed";
@@ -34,16 +35,16 @@ async function main(): Promise<void> {
     writeFileSync(tokensFile, JSON.stringify(method === "detokenize" ? await seedTokens(vault.address, 5_000) : []));
     const job = { kind: "grpc" as const, method, address: vault.address, tokensFile, fields, concurrency };
     await runLoad({ ...job, durationMs: 0, warmupMs: 2000 });
-    let cpu0 = 0;
+    let openedMs = 0;
+    let cpuMs = 0; // the vault's CPU over the measured window
     const res = await runLoad({ ...job, durationMs: seconds * 1000, warmupMs: 500 }, (phase) => {
-      const ms = processCpuMs(vault.proc.pid);
-      if (phase === "start") cpu0 = ms;
-      else cpu0 = ms - cpu0;
+      if (phase === "start") openedMs = processCpuMs(vault.proc.pid);
+      else cpuMs = processCpuMs(vault.proc.pid) - openedMs;
     });
     await vault.stop();
     process.stdout.write(
-      `${method} ${fields} field(s) @${concurrency}: ${Math.round(res.calls / res.seconds)} calls/s, vault CPU ${Math.round((cpu0 * 1000) / res.calls)} µs/call, ` +
-        `${((cpu0 * 1000) / res.fields).toFixed(1)} µs/field, p50 ${res.p50.toFixed(2)} ms\n`,
+      `${method} ${fields} field(s) @${concurrency}: ${Math.round(res.calls / res.seconds)} calls/s, vault CPU ${Math.round((cpuMs * 1000) / res.calls)} µs/call, ` +
+        `${((cpuMs * 1000) / res.fields).toFixed(1)} µs/field, p50 ${res.p50.toFixed(2)} ms\n`,
     );
     const file = readdirSync(profDir).find((f) => f.endsWith(".cpuprofile"))!;
     const kept = join(__dirname, "results", "profiles", `${method}-${fields}-${concurrency}-${new Date().toISOString().replace(/[:.]/g, "-")}.cpuprofile`);

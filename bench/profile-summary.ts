@@ -53,10 +53,12 @@ show(pkgTotals, 20);
 // a use case's CPU goes, whatever native or library code it ends in.
 const parent = new Map<number, number>();
 for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
-const busy = total - [...self].filter(([id]) => byId.get(id)!.callFrame.functionName === "(idle)").reduce((a, [, t]) => a + t, 0);
+const isIdle = (id: number) => byId.get(id)!.callFrame.functionName === "(idle)";
+const busy = [...self].filter(([id]) => !isIdle(id)).reduce((a, [, t]) => a + t, 0);
 const incFn = new Map<string, number>();
 const incPkg = new Map<string, number>();
 for (const [id, t] of self) {
+  if (isIdle(id)) continue;
   const fns = new Set<string>();
   const pkgs = new Set<string>();
   for (let cur: number | undefined = id; cur !== undefined; cur = parent.get(cur)) {

@@ -19,11 +19,14 @@ export async function dumpDatabase(db: Queryable): Promise<string> {
 
 const HEX_BLOB = /\\\\x[0-9a-f]*/g;
 
-export function containsCanary(dump: string, canary: string): boolean {
-  const text = dump.replace(HEX_BLOB, "");
-  if (text.includes(canary)) return true;
+/** The canary's UTF-8 bytes inside any bytea value of the dump. */
+function inHexBlobs(dump: string, canary: string): boolean {
   const hex = Buffer.from(canary, "utf8").toString("hex");
   return (dump.match(HEX_BLOB) ?? []).some((blob) => blob.includes(hex));
+}
+
+export function containsCanary(dump: string, canary: string): boolean {
+  return dump.replace(HEX_BLOB, "").includes(canary) || inHexBlobs(dump, canary);
 }
 
 /**
@@ -33,8 +36,6 @@ export function containsCanary(dump: string, canary: string): boolean {
  * non-alphanumerics outside hex blobs, and as the hex of its UTF-8 bytes inside them.
  */
 export function containsDigitsCanary(dump: string, digits: string): boolean {
-  const text = dump.replace(HEX_BLOB, "");
-  if (new RegExp(`(?<![0-9A-Za-z+/])${digits}(?![0-9A-Za-z+/])`).test(text)) return true;
-  const hex = Buffer.from(digits, "utf8").toString("hex");
-  return (dump.match(HEX_BLOB) ?? []).some((blob) => blob.includes(hex));
+  const standalone = new RegExp(`(?<![0-9A-Za-z+/])${digits}(?![0-9A-Za-z+/])`);
+  return standalone.test(dump.replace(HEX_BLOB, "")) || inHexBlobs(dump, digits);
 }

@@ -99,7 +99,7 @@ export async function insertTokens(tx: Queryable, tokens: readonly NewToken[], i
     if (!r.fingerprint) continue;
     const k = `${r.category}:${Buffer.from(r.fingerprint).toString("base64")}`;
     idByFp.set(k, r.id);
-    if (inserted.has(r.id)) continue;
+    if (inserted.has(r.id)) continue; // ours after all: never trust xmax to mean more than it must
     // An existing deterministic token: check it, then keep the latest expiry asked for.
     const rec = toRecord(r);
     if (integrity && !integrity.intact(rec)) throw new IntegrityError();
