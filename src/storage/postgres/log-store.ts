@@ -1,6 +1,7 @@
 import type { ChainedEntry } from "../../domain/access-log";
 import type { AnyCheckpoint, SignedCheckpointV2 } from "../../domain/checkpoint";
 import type { Queryable } from "../db";
+import { byteaArray, intArray, textArray, timestampArray } from "./array-literal";
 
 const COLUMNS = [
   "chain_id", "chain_seq", "at", "caller", "auth", "peer", "action", "category", "token", "purpose",
@@ -14,14 +15,26 @@ const TYPES = [
 /** Appends chained entries in one statement, in chain order. */
 export async function insertLogEntries(tx: Queryable, entries: readonly ChainedEntry[]): Promise<void> {
   if (entries.length === 0) return;
-  const columns: unknown[][] = COLUMNS.map(() => []);
-  for (const e of entries) {
-    const values = [
-      e.chainId, e.chainSeq, e.at, e.caller, e.auth, e.peer, e.action, e.category, e.token, e.purpose,
-      e.justification, e.outcome, e.requestId, e.instanceId, e.detail, Buffer.from(e.prevHash), Buffer.from(e.hash),
-    ];
-    values.forEach((v, i) => columns[i]!.push(v));
-  }
+  const text = (f: (e: ChainedEntry) => string) => textArray(entries.map(f));
+  const columns = [
+    text((e) => e.chainId),
+    intArray(entries.map((e) => e.chainSeq)),
+    timestampArray(entries.map((e) => e.at)),
+    text((e) => e.caller),
+    text((e) => e.auth),
+    text((e) => e.peer),
+    text((e) => e.action),
+    text((e) => e.category),
+    text((e) => e.token),
+    text((e) => e.purpose),
+    text((e) => e.justification),
+    text((e) => e.outcome),
+    text((e) => e.requestId),
+    text((e) => e.instanceId),
+    text((e) => e.detail),
+    byteaArray(entries.map((e) => e.prevHash)),
+    byteaArray(entries.map((e) => e.hash)),
+  ];
   const unnest = TYPES.map((t, i) => `$${i + 1}::${t}[]`).join(", ");
   await tx.query(
     `INSERT INTO access_log (${COLUMNS.join(", ")}) SELECT * FROM unnest(${unnest}) ORDER BY 2`,

@@ -2,6 +2,7 @@ import type { MaskedView } from "../../domain/categories";
 import type { Queryable } from "../db";
 import { IntegrityError } from "../../domain/errors";
 import type { NewToken, TokenIntegrity, TokenRecord } from "../ports";
+import { boolArray, byteaArray, intArray, textArray, timestampArray } from "./array-literal";
 
 interface TokenRow {
   id: string;
@@ -78,17 +79,17 @@ export async function insertTokens(tx: Queryable, tokens: readonly NewToken[], i
      SELECT id, category, kek_version, wrapped_dek, ciphertext, fingerprint, masked, created_at, expires_at, meta_mac
        FROM ins WHERE existed`,
     [
-      rows.map((t) => t.id),
-      rows.map((t) => t.category),
-      rows.map((t) => t.kekVersion),
-      rows.map((t) => view(t.wrappedDek)),
-      rows.map((t) => view(t.ciphertext)),
-      rows.map((t) => (t.fingerprint ? view(t.fingerprint) : null)),
-      rows.map((t) => JSON.stringify(t.masked)),
-      rows.map((t) => heldWithoutSubject.has(t.fingerprint ? fpKey(t) : t.id)),
-      rows.map((t) => t.createdAt),
-      rows.map((t) => t.expiresAt),
-      rows.map((t) => (integrity ? view(integrity.mac(t)) : null)),
+      textArray(rows.map((t) => t.id)),
+      textArray(rows.map((t) => t.category)),
+      intArray(rows.map((t) => t.kekVersion)),
+      byteaArray(rows.map((t) => t.wrappedDek)),
+      byteaArray(rows.map((t) => t.ciphertext)),
+      byteaArray(rows.map((t) => t.fingerprint)),
+      textArray(rows.map((t) => JSON.stringify(t.masked))),
+      boolArray(rows.map((t) => heldWithoutSubject.has(t.fingerprint ? fpKey(t) : t.id))),
+      timestampArray(rows.map((t) => t.createdAt)),
+      timestampArray(rows.map((t) => t.expiresAt)),
+      byteaArray(rows.map((t) => (integrity ? integrity.mac(t) : null))),
     ],
   );
   const idByFp = new Map<string, string>();
