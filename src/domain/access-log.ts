@@ -1,4 +1,4 @@
-import { hash256 } from "../crypto/signing";
+import { hash256Text } from "../crypto/signing";
 
 /** How the caller proved who it is. */
 export type AuthMethod = "mtls" | "self_asserted" | "internal";
@@ -30,37 +30,60 @@ export interface ChainedEntry extends LogDraft {
 export const GENESIS_HASH = new Uint8Array(32);
 const utf8 = new TextEncoder();
 
-/** The canonical bytes an entry's hash covers: every field, in a fixed order, JSON-encoded. */
+/** The canonical text an entry's hash covers: every field, in a fixed order, as a JSON array. */
+function canonicalText(e: Omit<ChainedEntry, "prevHash" | "hash">): string {
+  return JSON.stringify([
+    e.chainId,
+    e.chainSeq,
+    e.at.toISOString(),
+    e.caller,
+    e.auth,
+    e.peer,
+    e.action,
+    e.category,
+    e.token,
+    e.purpose,
+    e.justification,
+    e.outcome,
+    e.requestId,
+    e.instanceId,
+    e.detail,
+  ]);
+}
+
+/** The canonical bytes an entry's hash covers (UTF-8 of `canonicalText`). */
 export function canonical(e: Omit<ChainedEntry, "prevHash" | "hash">): Uint8Array {
-  return utf8.encode(
-    JSON.stringify([
-      e.chainId,
-      e.chainSeq,
-      e.at.toISOString(),
-      e.caller,
-      e.auth,
-      e.peer,
-      e.action,
-      e.category,
-      e.token,
-      e.purpose,
-      e.justification,
-      e.outcome,
-      e.requestId,
-      e.instanceId,
-      e.detail,
-    ]),
-  );
+  return utf8.encode(canonicalText(e));
 }
 
 /** hash = BLAKE2b-256(prev_hash ‖ canonical(entry)). */
 export function entryHash(prevHash: Uint8Array, e: Omit<ChainedEntry, "prevHash" | "hash">): Uint8Array {
-  return hash256(prevHash, canonical(e));
+  return hash256Text(prevHash, canonicalText(e));
 }
 
-export function chain(draft: LogDraft, chainId: string, chainSeq: number, prevHash: Uint8Array): ChainedEntry {
-  const e = { ...draft, chainId, chainSeq };
-  return { ...e, prevHash, hash: entryHash(prevHash, e) };
+/** The entry joined to a chain: one object, built once (spreading drafts showed in the profile). */
+export function chain(d: LogDraft, chainId: string, chainSeq: number, prevHash: Uint8Array): ChainedEntry {
+  const e: ChainedEntry = {
+    at: d.at,
+    caller: d.caller,
+    auth: d.auth,
+    peer: d.peer,
+    action: d.action,
+    category: d.category,
+    token: d.token,
+    purpose: d.purpose,
+    justification: d.justification,
+    outcome: d.outcome,
+    requestId: d.requestId,
+    instanceId: d.instanceId,
+    detail: d.detail,
+    chainId,
+    chainSeq,
+    prevHash,
+    hash: GENESIS_HASH,
+  };
+  e.hash = entryHash(prevHash, e);
+  return e;
 }
 
 /** What a checkpoint signs: the chain, the sequence it seals, that entry's hash, and when. */
