@@ -21,6 +21,9 @@ export function createLogger(level: string, destination?: pino.DestinationStream
       },
       formatters: { level: (label) => ({ level: label }) },
     },
-    destination,
+    // By default stdout, written asynchronously: lines that arrive while a write is in flight join
+    // the next write instead of each costing a write(2) on the call path (the profile showed ~3% of
+    // a single-field call there). pino flushes what is buffered when the process exits.
+    destination ?? pino.destination({ dest: 1, sync: false }),
   );
 }
