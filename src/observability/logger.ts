@@ -21,9 +21,35 @@ export function createLogger(level: string, destination?: pino.DestinationStream
       },
       formatters: { level: (label) => ({ level: label }) },
     },
-    // By default stdout, written asynchronously: lines that arrive while a write is in flight join
-    // the next write instead of each costing a write(2) on the call path (the profile showed ~3% of
-    // a single-field call there). pino flushes what is buffered when the process exits.
-    destination ?? pino.destination({ dest: 1, sync: false }),
+    destination ?? bufferedStdout(),
   );
+}
+
+/** How long a line may wait in the buffer before it is written anyway. */
+export const LOG_FLUSH_MS = 100;
+
+/**
+ * Stdout, written asynchronously in blocks of up to 4 KB and at least every LOG_FLUSH_MS: a write(2)
+ * per line cost ~3% of a single-field call's CPU (docs/performance.md). pino flushes what is still
+ * buffered when the process exits (also after an uncaught error); only a SIGKILL can lose the
+ * last LOG_FLUSH_MS of lines, never an access-log entry (those are in PostgreSQL before any answer).
+ */
+function bufferedStdout(): pino.DestinationStream {
+  const dest = pino.destination({ dest: 1, sync: false, minLength: 4096 });
+  // Flushing an empty buffer still writes (zero bytes): only flush after a line was written.
+  let dirty = false;
+  const write = dest.write.bind(dest);
+  dest.write = (line: string) => ((dirty = true), write(line));
+  const timer = setInterval(() => {
+    if (!dirty) return;
+    dirty = false;
+    try {
+      dest.flush();
+    } catch {
+      // not open yet, or already closed: the next tick (or the exit flush) writes it
+    }
+  }, LOG_FLUSH_MS);
+  timer.unref();
+  dest.on("close", () => clearInterval(timer));
+  return dest;
 }
