@@ -5,7 +5,8 @@
  * prints the vault's CPU per call over the measured window (from /proc) and the profile's self and
  * inclusive time by function (bench/profile-summary.ts). The profile also covers the vault's start-up,
  * warm-up and (for detokenize) seeding, so read its shares as rough. For finding where a row's CPU goes; the figures that count come
- * from `npm run bench`.
+ * from `npm run bench`. With `--no-profile` it only prints the CPU per call (to compare two commits
+ * back to back: the profiler itself costs CPU).
  */
 import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -25,12 +26,14 @@ async function main(): Promise<void> {
   const fields = Number(arg("fields", "1"));
   const concurrency = Number(arg("concurrency", "64"));
   const seconds = Number(arg("seconds", "5"));
+  // --no-profile: only the CPU per call (no profiler overhead), e.g. to compare two commits back to back.
+  const profile = !process.argv.includes("--no-profile");
   const tmp = mkdtempSync(join(tmpdir(), "fv-prof-"));
   const profDir = join(tmp, "prof");
   const db = await createBenchDatabase();
   const prefix = `fvprof:${process.pid}:`;
   try {
-    const vault = await startServer("vault-server.ts", vaultEnv(db, prefix, benchPolicy(tmp)), ["--cpu-prof", `--cpu-prof-dir=${profDir}`]);
+    const vault = await startServer("vault-server.ts", vaultEnv(db, prefix, benchPolicy(tmp)), profile ? ["--cpu-prof", `--cpu-prof-dir=${profDir}`] : []);
     const tokensFile = join(tmp, "tokens.json");
     writeFileSync(tokensFile, JSON.stringify(method === "detokenize" ? await seedTokens(vault.address, 5_000) : []));
     const job = { kind: "grpc" as const, method, address: vault.address, tokensFile, fields, concurrency };
@@ -46,6 +49,7 @@ async function main(): Promise<void> {
       `${method} ${fields} field(s) @${concurrency}: ${Math.round(res.calls / res.seconds)} calls/s, vault CPU ${Math.round((cpuMs * 1000) / res.calls)} µs/call, ` +
         `${((cpuMs * 1000) / res.fields).toFixed(1)} µs/field, p50 ${res.p50.toFixed(2)} ms\n`,
     );
+    if (!profile) return;
     const file = readdirSync(profDir).find((f) => f.endsWith(".cpuprofile"))!;
     const kept = join(__dirname, "results", "profiles", `${method}-${fields}-${concurrency}-${new Date().toISOString().replace(/[:.]/g, "-")}.cpuprofile`);
     mkdirSync(dirname(kept), { recursive: true });
