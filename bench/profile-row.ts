@@ -12,7 +12,7 @@ import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSyn
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { execFileSync } from "node:child_process";
-import { createBenchDatabase, dropRedisPrefix, processCpuMs } from "./lib/common";
+import { createBenchDatabase, dropRedisPrefix, peakRssMb, processCpuMs } from "./lib/common";
 import { runLoad, startServer } from "./lib/children";
 import { benchPolicy, vaultEnv } from "./lib/vault-env";
 import { seedTokens } from "./seed";
@@ -28,12 +28,14 @@ async function main(): Promise<void> {
   const seconds = Number(arg("seconds", "5"));
   // --no-profile: only the CPU per call (no profiler overhead), e.g. to compare two commits back to back.
   const profile = !process.argv.includes("--no-profile");
+  // --node-arg X (repeatable): extra flags for the vault's node process (e.g. V8 heap sizes).
+  const nodeArgs = process.argv.flatMap((a, i) => (a === "--node-arg" ? [process.argv[i + 1]!] : []));
   const tmp = mkdtempSync(join(tmpdir(), "fv-prof-"));
   const profDir = join(tmp, "prof");
   const db = await createBenchDatabase();
   const prefix = `fvprof:${process.pid}:`;
   try {
-    const vault = await startServer("vault-server.ts", vaultEnv(db, prefix, benchPolicy(tmp)), profile ? ["--cpu-prof", `--cpu-prof-dir=${profDir}`] : []);
+    const vault = await startServer("vault-server.ts", vaultEnv(db, prefix, benchPolicy(tmp)), [...nodeArgs, ...(profile ? ["--cpu-prof", `--cpu-prof-dir=${profDir}`] : [])]);
     const tokensFile = join(tmp, "tokens.json");
     writeFileSync(tokensFile, JSON.stringify(method === "detokenize" ? await seedTokens(vault.address, 5_000) : []));
     const job = { kind: "grpc" as const, method, address: vault.address, tokensFile, fields, concurrency };
@@ -44,10 +46,11 @@ async function main(): Promise<void> {
       if (phase === "start") openedMs = processCpuMs(vault.proc.pid);
       else cpuMs = processCpuMs(vault.proc.pid) - openedMs;
     });
+    const rss = peakRssMb(vault.proc.pid!);
     await vault.stop();
     process.stdout.write(
       `${method} ${fields} field(s) @${concurrency}: ${Math.round(res.calls / res.seconds)} calls/s, vault CPU ${Math.round((cpuMs * 1000) / res.calls)} µs/call, ` +
-        `${((cpuMs * 1000) / res.fields).toFixed(1)} µs/field, p50 ${res.p50.toFixed(2)} ms\n`,
+        `${((cpuMs * 1000) / res.fields).toFixed(1)} µs/field, p50 ${res.p50.toFixed(2)} ms, vault peak RSS ${rss} MB\n`,
     );
     if (!profile) return;
     const file = readdirSync(profDir).find((f) => f.endsWith(".cpuprofile"))!;
