@@ -22,7 +22,8 @@ const handlers: TokenServiceServer = {
   approveBreakGlass: (_call, cb) => cb(null, { requestId: "", status: "", expiresAt: undefined }),
 };
 
-const server = new Server({ "grpc.max_receive_message_length": 16 * 1024 * 1024 });
+// Channelz off as in the vault (src/app.ts), so the floor compares like with like.
+const server = new Server({ "grpc.max_receive_message_length": 16 * 1024 * 1024, "grpc.enable_channelz": 0 });
 server.addService(TokenServiceService, handlers);
 server.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (err, port) => {
   if (err) throw err;

@@ -299,6 +299,8 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
     const server = new Server({
       "grpc.max_receive_message_length": maxRequestBytes(config.maxBatch),
       "grpc.max_concurrent_streams": config.maxConcurrentStreams,
+      // No channelz service is served, so its per-call bookkeeping (~2% of a call's CPU) buys nothing.
+      "grpc.enable_channelz": 0,
     });
     const bounded = boundedService(TokenServiceService, { tokenize: 1, detokenize: 1, inspectTokens: 1, deleteTokens: 1 }, config.maxBatch + 1);
     server.addService(bounded, tokenServiceHandlers({ ...hooks, service: "TokenService" }, tokenization, subjects, breakGlass));
