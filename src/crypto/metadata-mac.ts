@@ -48,8 +48,24 @@ export function tokenMetadataMac(key: Uint8Array, m: TokenMetadata): Uint8Array 
   const fp = m.fingerprint ? `"${hex(m.fingerprint)}"` : "null";
   const text =
     `["token.v1",${JSON.stringify(m.id)},${JSON.stringify(m.category)},${stable(m.kekVersion)},${fp},` +
-    `${stable(m.masked)},${stable(m.createdAt.getTime())},${m.expiresAt ? stable(m.expiresAt.getTime()) : "null"}]`;
+    `${maskedText(m.masked)},${stable(m.createdAt.getTime())},${m.expiresAt ? stable(m.expiresAt.getTime()) : "null"}]`;
   return sodium.crypto_generichash(MAC_BYTES, Buffer.from(text, "utf8"), key);
+}
+
+/** `stable(masked)`; a view of exactly the four known fields is written without sorting keys. */
+function maskedText(v: object): string {
+  const o = v as Record<string, unknown>;
+  const keys = Object.keys(o);
+  if (
+    keys.length === 4 &&
+    typeof o.brand === "string" &&
+    typeof o.display === "string" &&
+    typeof o.expired === "boolean" &&
+    typeof o.last === "string"
+  ) {
+    return `{"brand":${JSON.stringify(o.brand)},"display":${JSON.stringify(o.display)},"expired":${o.expired},"last":${JSON.stringify(o.last)}}`;
+  }
+  return stable(v);
 }
 
 const hex = (u: Uint8Array) => (Buffer.isBuffer(u) ? u : Buffer.from(u.buffer, u.byteOffset, u.byteLength)).toString("hex");

@@ -57,6 +57,9 @@ const bytes32 = fc.uint8Array({ minLength: 32, maxLength: 32 });
 describe("token metadata MAC: the direct form gives the reference bytes", () => {
   const masked = fc.oneof(
     fc.record({ display: text, brand: text, last: text, expired: fc.boolean() }),
+    fc.record({ last: text, expired: fc.boolean(), display: text, brand: text }),
+    fc.record({ display: text, brand: text, last: text, expired: fc.boolean(), extra: fc.jsonValue() }),
+    fc.record({ display: text, brand: text, last: fc.jsonValue(), expired: fc.jsonValue() }),
     // jsonb hands keys back in its own order, and a row edited by hand may hold anything.
     fc.dictionary(text, fc.jsonValue()),
   );

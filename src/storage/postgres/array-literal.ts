@@ -40,10 +40,22 @@ export function byteaArray(values: readonly (Uint8Array | null)[]): string {
 /** timestamptz[] as ISO 8601 UTC with milliseconds (what a JS Date holds). */
 export function timestampArray(values: readonly (Date | null)[]): string {
   let out = "{";
+  // The rows of one call share their times: format each distinct instant once.
+  let lastMs = NaN;
+  let last = "";
   for (let i = 0; i < values.length; i++) {
     const v = values[i];
     if (i) out += ",";
-    out += v === null || v === undefined ? "NULL" : `"${v.toISOString()}"`;
+    if (v === null || v === undefined) {
+      out += "NULL";
+      continue;
+    }
+    const ms = v.getTime();
+    if (ms !== lastMs) {
+      lastMs = ms;
+      last = `"${v.toISOString()}"`;
+    }
+    out += last;
   }
   return out + "}";
 }
