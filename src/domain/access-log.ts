@@ -51,12 +51,7 @@ function canonicalText(e: Omit<ChainedEntry, "prevHash" | "hash">): string {
   ]);
 }
 
-/** The canonical bytes an entry's hash covers (UTF-8 of `canonicalText`). */
-export function canonical(e: Omit<ChainedEntry, "prevHash" | "hash">): Uint8Array {
-  return utf8.encode(canonicalText(e));
-}
-
-/** hash = BLAKE2b-256(prev_hash ‖ canonical(entry)). */
+/** hash = BLAKE2b-256(prev_hash ‖ UTF-8(canonicalText(entry))). */
 export function entryHash(prevHash: Uint8Array, e: Omit<ChainedEntry, "prevHash" | "hash">): Uint8Array {
   return hash256Text(prevHash, canonicalText(e));
 }
