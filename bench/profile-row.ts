@@ -8,7 +8,7 @@
  * from `npm run bench`. With `--no-profile` it only prints the CPU per call (to compare two commits
  * back to back: the profiler itself costs CPU).
  */
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { execFileSync } from "node:child_process";
@@ -30,12 +30,16 @@ async function main(): Promise<void> {
   const profile = !process.argv.includes("--no-profile");
   // --node-arg X (repeatable): extra flags for the vault's node process (e.g. V8 heap sizes).
   const nodeArgs = process.argv.flatMap((a, i) => (a === "--node-arg" ? [process.argv[i + 1]!] : []));
+  // --env K=V (repeatable): extra environment for the vault (e.g. MALLOC_ARENA_MAX=2).
+  const extraEnv = Object.fromEntries(
+    process.argv.flatMap((a, i) => (a === "--env" ? [process.argv[i + 1]!.split(/=(.*)/s).slice(0, 2) as [string, string]] : [])),
+  );
   const tmp = mkdtempSync(join(tmpdir(), "fv-prof-"));
   const profDir = join(tmp, "prof");
   const db = await createBenchDatabase();
   const prefix = `fvprof:${process.pid}:`;
   try {
-    const vault = await startServer("vault-server.ts", vaultEnv(db, prefix, benchPolicy(tmp)), [...nodeArgs, ...(profile ? ["--cpu-prof", `--cpu-prof-dir=${profDir}`] : [])]);
+    const vault = await startServer("vault-server.ts", vaultEnv(db, prefix, benchPolicy(tmp), extraEnv), [...nodeArgs, ...(profile ? ["--cpu-prof", `--cpu-prof-dir=${profDir}`] : [])]);
     const tokensFile = join(tmp, "tokens.json");
     writeFileSync(tokensFile, JSON.stringify(method === "detokenize" ? await seedTokens(vault.address, 5_000) : []));
     const job = { kind: "grpc" as const, method, address: vault.address, tokensFile, fields, concurrency };
@@ -47,10 +51,12 @@ async function main(): Promise<void> {
       else cpuMs = processCpuMs(vault.proc.pid) - openedMs;
     });
     const rss = peakRssMb(vault.proc.pid!);
+    const memory = rssBreakdown(vault.proc.pid!);
+    const heap = vault.metricsAddress ? await heapBreakdown(vault.metricsAddress) : "";
     await vault.stop();
     process.stdout.write(
       `${method} ${fields} field(s) @${concurrency}: ${Math.round(res.calls / res.seconds)} calls/s, vault CPU ${Math.round((cpuMs * 1000) / res.calls)} µs/call, ` +
-        `${((cpuMs * 1000) / res.fields).toFixed(1)} µs/field, p50 ${res.p50.toFixed(2)} ms, vault peak RSS ${rss} MB\n`,
+        `${((cpuMs * 1000) / res.fields).toFixed(1)} µs/field, p50 ${res.p50.toFixed(2)} ms, vault peak RSS ${rss.toFixed(0)} MB (now ${memory}${heap})\n`,
     );
     if (!profile) return;
     const file = readdirSync(profDir).find((f) => f.endsWith(".cpuprofile"))!;
@@ -70,3 +76,20 @@ main().catch((err) => {
   process.stderr.write(`${(err as Error).stack}\n`);
   process.exit(1);
 });
+
+/** The vault's resident memory right now, by kind (anonymous: heaps and malloc; file: mapped code). */
+function rssBreakdown(pid: number): string {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const kb = (k: string) => Number(new RegExp(`${k}:\\s+(\\d+) kB`).exec(status)?.[1] ?? NaN) / 1024;
+  return `RSS ${kb("VmRSS").toFixed(0)} MB: anon ${kb("RssAnon").toFixed(0)}, file ${kb("RssFile").toFixed(0)}`;
+}
+
+/** V8's heap and external memory from the vault's /metrics (prom-client's default metrics), in MB. */
+async function heapBreakdown(address: string): Promise<string> {
+  const text = await (await fetch(`http://${address}/metrics`)).text();
+  const mb = (re: RegExp) => [...text.matchAll(re)].map((m) => `${m[1] ? `${m[1]} ` : ""}${(Number(m[2]) / 1048576).toFixed(0)}`);
+  return (
+    `; heap total ${mb(/^fieldvault_process_nodejs_heap_size_total_bytes()\s+(\S+)/gm)}, used ${mb(/^fieldvault_process_nodejs_heap_size_used_bytes()\s+(\S+)/gm)}, ` +
+    `external ${mb(/^fieldvault_process_nodejs_external_memory_bytes()\s+(\S+)/gm)}; spaces ${mb(/^fieldvault_process_nodejs_heap_space_size_total_bytes\{space="(\w+)"\}\s+(\S+)/gm).join(", ")}`
+  );
+}

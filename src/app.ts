@@ -16,6 +16,7 @@ import { TokenServiceService } from "./gen/fieldvault/v1/token_service";
 import { createLogger, type Logger } from "./observability/logger";
 import { tracedCommits, tracedCvvStore, tracedLookup, tracedPolicy, tracedRateLimiter } from "./observability/traced-deps";
 import { startTracing } from "./observability/tracing";
+import { setHeapGrowth } from "./runtime/heap";
 import { Metrics } from "./observability/metrics";
 import { createAudit } from "./services/audit";
 import { CommitQueue } from "./services/commit-queue";
@@ -83,6 +84,7 @@ export interface StartOptions {
 /** The composition root: the one place that chooses implementations and wires them together. */
 export async function startVault(config: Config, opts: StartOptions = {}): Promise<Vault> {
   await readySodium();
+  setHeapGrowth(config.heapGrowingPercent);
   const log = createLogger(config.logLevel, opts.logDestination, { traceIds: config.tracing });
   const registry = defaultRegistry();
   const policy = new PolicyHolder(config.policyFile, registry.names());

@@ -82,6 +82,11 @@ const envSchema = z.object({
   /** Production with keys-dev/ material (compose.yaml's local try-out only): loudly logged, never for real data. */
   FIELDVAULT_ALLOW_DEV_MATERIAL: z.enum(["true", "false"]).default("false"),
   FIELDVAULT_INSTANCE_ID: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).optional(),
+  /**
+   * How far V8 lets the old generation grow past what the last full GC kept, in percent
+   * (src/runtime/heap.ts); 0 leaves V8's adaptive factor (up to 300%) in place.
+   */
+  FIELDVAULT_HEAP_GROWING_PERCENT: z.coerce.number().int().min(0).max(300).default(100),
 });
 
 export interface Config {
@@ -126,6 +131,8 @@ export interface Config {
   breakGlassMaxSeconds: number;
   /** Production accepts development keys and certificates (loud WARN at start). */
   allowDevMaterial: boolean;
+  /** Old-generation growth past the last full GC's live set, in percent; 0 = V8's own (runtime/heap.ts). */
+  heapGrowingPercent: number;
   /** FIELDVAULT_MODE was not set (development by default). */
   modeDefaulted: boolean;
 }
@@ -205,6 +212,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       : undefined,
     metricsListen: e.FIELDVAULT_METRICS_LISTEN === "off" ? undefined : e.FIELDVAULT_METRICS_LISTEN,
     logLevel: e.FIELDVAULT_LOG_LEVEL,
+    heapGrowingPercent: e.FIELDVAULT_HEAP_GROWING_PERCENT,
     maxBatch: e.FIELDVAULT_MAX_BATCH,
     maxConcurrentStreams: e.FIELDVAULT_MAX_CONCURRENT_STREAMS,
     cvvTtlSeconds: e.FIELDVAULT_CVV_TTL_SECONDS,

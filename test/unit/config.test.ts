@@ -82,6 +82,8 @@ describe("configuration", () => {
       ["FIELDVAULT_MAX_BATCH", "0"],
       ["FIELDVAULT_MAX_BATCH", "100001"],
       ["FIELDVAULT_MAX_BATCH", "lots"],
+      ["FIELDVAULT_HEAP_GROWING_PERCENT", "301"],
+      ["FIELDVAULT_HEAP_GROWING_PERCENT", "-5"],
       ["FIELDVAULT_CVV_TTL_SECONDS", "7200"],
       ["FIELDVAULT_DB_POOL_SIZE", "-3"],
       ["FIELDVAULT_CHECKPOINT_EVERY", "1.5"],
