@@ -13,7 +13,7 @@ import { defaultRegistry } from "./domain/categories";
 import { AccessLogService } from "./gen/fieldvault/v1/access_log";
 import { KeyAdminService } from "./gen/fieldvault/v1/key_admin";
 import { TokenServiceService } from "./gen/fieldvault/v1/token_service";
-import { createLogger, type Logger } from "./observability/logger";
+import { callLineWriter, createLogger, type Logger } from "./observability/logger";
 import { tracedCommits, tracedCvvStore, tracedLookup, tracedPolicy, tracedRateLimiter } from "./observability/traced-deps";
 import { startTracing } from "./observability/tracing";
 import { setHeapGrowth } from "./runtime/heap";
@@ -287,6 +287,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
     const inFlight = new Set<Promise<unknown>>();
     const hooks: CallHooks = {
       log,
+      callLine: callLineWriter(log, { traceIds: config.tracing }),
       identity: { allowSelfAsserted: config.mode === "development" },
       onDone: (e) => metrics.rpc(e.method, e.code, e.seconds),
       tracing,

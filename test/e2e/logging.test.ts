@@ -7,6 +7,8 @@ import { BACKENDS, startTestVault, type TestVault } from "../helpers/vault";
 interface CallLine {
   level: string;
   msg: string;
+  service?: string;
+  time?: string;
   requestId?: string;
   caller?: string;
   method?: string;
@@ -61,6 +63,10 @@ describe.each(BACKENDS)("structured logs on %s", (backend) => {
     expect(c.length).toBeGreaterThanOrEqual(PLANTED.length * 7);
     for (const l of c) {
       expect(l.requestId).toMatch(/^req_/);
+      // The per-call line has its own writer (no redaction pass): it must keep every other line's format.
+      expect(l).toMatchObject({ service: "fieldvault", level: expect.stringMatching(/^(info|warn|error)$/) });
+      expect(Number.isNaN(Date.parse(l.time!))).toBe(false);
+      expect(l.time).toMatch(/^\d{4}-\d\d-\d\dT/);
       expect(typeof l.method).toBe("string");
       expect(typeof l.status).toBe("string");
       expect(typeof l.durationMs).toBe("number");

@@ -2,7 +2,7 @@ import type { sendUnaryData, ServerUnaryCall, ServerWritableStream } from "@grpc
 import { Metadata, status } from "@grpc/grpc-js";
 import type { CallContext } from "../../domain/context";
 import { newRequestId } from "../../domain/context";
-import type { Logger } from "../../observability/logger";
+import type { CallLine, Logger } from "../../observability/logger";
 import { context, SpanStatusCode, type Span } from "@opentelemetry/api";
 import { startRpcSpan, type Tracing } from "../../observability/tracing";
 import { type IdentityOptions, identify } from "./identity";
@@ -12,6 +12,8 @@ import "./strict-utf8";
 /** Hooks the composition root gives every handler: logging, metrics, in-flight tracking. */
 export interface CallHooks {
   log: Logger;
+  /** Writes the per-call line (observability/logger.ts callLineWriter); default `log.info(line, "call")`. */
+  callLine?: (line: CallLine) => void;
   identity: IdentityOptions;
   onDone?: (e: { method: string; code: string; seconds: number; identity?: string }) => void;
   track?: <T>(p: Promise<T>) => Promise<T>;
@@ -41,8 +43,9 @@ function finish(hooks: CallHooks, method: string, started: number, ctx: CallCont
   const seconds = (performance.now() - started) / 1000;
   const name = statusName(code);
   hooks.onDone?.({ method, code: name, seconds, identity: ctx?.identity });
-  const line = { requestId, caller: ctx?.identity, method, status: name, durationMs: Math.round(seconds * 1000 * 10) / 10 };
+  const line: CallLine = { requestId, caller: ctx?.identity, method, status: name, durationMs: Math.round(seconds * 1000 * 10) / 10 };
   if (code === status.INTERNAL) hooks.log.error({ ...line, err: err instanceof Error ? { name: err.name, message: err.message } : undefined }, "call failed");
+  else if (hooks.callLine) hooks.callLine(line);
   else hooks.log.info(line, "call");
 }
 
