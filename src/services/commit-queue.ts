@@ -51,6 +51,12 @@ const isChainConflict = (err: unknown) => {
   return e?.code === "23505" && /access_log_chain_id_chain_seq/.test(`${e.constraint ?? ""} ${e.message ?? ""}`);
 };
 
+/** Rows a job writes: its token rows and its log entries (one per token when the log is computed later). */
+const rowsOf = (job: CommitJob<unknown>): number => {
+  const tokens = job.tokens?.length ?? 0;
+  return tokens + (typeof job.log === "function" ? Math.max(tokens, 1) : job.log.length);
+};
+
 /** A flush in the pipeline: when its entries joined the chain, and whether it committed. */
 interface Stage {
   built: Promise<void>;
@@ -66,6 +72,12 @@ export interface CommitQueueOptions {
   checkpointEvery: number;
   checkpointIntervalMs: number;
   maxJobsPerFlush?: number;
+  /**
+   * Rows (token rows plus log entries) a flush takes before leaving the rest to the next one
+   * (default 4,000; one job is always taken whole). Bounds the statement text and buffers a flush
+   * builds: 16 calls of 1,000 items would otherwise make one 32,000-row flush.
+   */
+  maxRowsPerFlush?: number;
   /** Flushes in flight at once (default 2): the next batches write while the previous one commits. */
   maxFlushesInFlight?: number;
   /** After every flush; `waits` holds each job's seconds from queueing to its flush starting. */
@@ -175,7 +187,7 @@ export class CommitQueue {
     this.gathering = false;
     // Take everything queued: splitting a wave into smaller flushes costs more statements than it
     // gains in overlap on a CPU-bound machine (measured; see docs/performance.md).
-    const batch = this.queue.splice(0, this.opts.maxJobsPerFlush ?? 512);
+    const batch = this.queue.splice(0, this.batchLength());
     this.kick(); // the next batch may start gathering while this one writes
     if (batch.length === 0) return;
     try {
@@ -193,6 +205,18 @@ export class CommitQueue {
         for (const p of batch) p.reject(asUnavailable(err));
       }
     }
+  }
+
+  /** How many queued jobs the next flush takes: all, up to the job and row limits, at least one. */
+  private batchLength(): number {
+    const maxJobs = Math.min(this.queue.length, this.opts.maxJobsPerFlush ?? 512);
+    const maxRows = this.opts.maxRowsPerFlush ?? 4000;
+    let rows = 0;
+    for (let n = 0; n < maxJobs; n++) {
+      rows += rowsOf(this.queue[n]!.job);
+      if (rows > maxRows) return Math.max(n, 1);
+    }
+    return maxJobs;
   }
 
   private async flush(batch: Pending[]): Promise<void> {

@@ -112,6 +112,30 @@ describe("CommitQueue on PostgreSQL", () => {
     expect(rows[0]!.n).toBe(300);
   });
 
+  it("splits a burst of large jobs over flushes of at most maxRowsPerFlush rows, whole jobs only, one chain in order", async () => {
+    const flushed: { jobs: number; entries: number }[] = [];
+    const q = new CommitQueue(db, {
+      chainId: `fv-test.${randomBytes(3).toString("hex")}`,
+      signingKey: signingKeyFromSeed(new Uint8Array(32).fill(11)),
+      checkpointEvery: 100_000,
+      checkpointIntervalMs: 60_000,
+      maxRowsPerFlush: 1000,
+      onFlush: ({ ok, jobs, entries }) => ok && entries > 0 && flushed.push({ jobs, entries }),
+    });
+    // Eight jobs of 400 entries, queued in one tick, and one job larger than the limit on its own.
+    const jobs = [...Array.from({ length: 8 }, (_, j) => Array.from({ length: 400 }, (_, i) => draft(j * 1000 + i))), Array.from({ length: 1500 }, (_, i) => draft(9000 + i))];
+    await Promise.all(jobs.map((log) => q.append(log)));
+    await q.close();
+    // Every flush took whole jobs; none passed the limit unless one job alone did.
+    for (const f of flushed) expect(f.entries % 400 === 0 || f.entries === 1500).toBe(true);
+    for (const f of flushed) expect(f.entries <= 1000 || f.jobs === 1).toBe(true);
+    expect(flushed.reduce((n, f) => n + f.entries, 0)).toBe(8 * 400 + 1500);
+    expect(flushed.length).toBeGreaterThanOrEqual(5);
+    expect((await verifyChains(db)).ok).toBe(true);
+    const { rows } = await db.query<{ request_id: string }>("SELECT request_id FROM access_log WHERE chain_id = $1 ORDER BY chain_seq", [q.chainId]);
+    expect(rows.map((r) => r.request_id)).toEqual(jobs.flat().map((d) => d.requestId));
+  });
+
   it("never deadlocks two pipelined flushes that write the same deterministic value", async () => {
     const q = new CommitQueue(db, {
       chainId: `fv-test.${randomBytes(3).toString("hex")}`,
