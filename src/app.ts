@@ -28,6 +28,7 @@ import { createTokenIntegrity } from "./services/token-integrity";
 import { createBreakGlass } from "./services/break-glass";
 import { createSubjectRights } from "./services/subject-rights";
 import { createTokenization } from "./services/tokenization";
+import { gatedTokenization, ItemGate } from "./services/item-gate";
 import type { Db } from "./storage/db";
 import { createMemoryCvvStore } from "./storage/embedded/memory-cvv-store";
 import { createLocalRateLimiter } from "./storage/local-rate-limiter";
@@ -255,7 +256,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
         log.warn({ breakGlassId: e.grantId, caller: e.identity, category: e.category, purpose: e.purpose, requestId: e.requestId }, "break-glass reveal");
       },
     });
-    const tokenization = createTokenization({
+    const tokenization = gatedTokenization(new ItemGate(config.maxItemsInFlight), createTokenization({
       registry,
       policy: tracer ? () => tracedPolicy(tracer, policy.get()) : () => policy.get(),
       keyring,
@@ -272,7 +273,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       onDetokenized: (e) => metrics.detokenized(e),
       onDeterministicTokenize: (e) => metrics.deterministicTokenized(e),
       breakGlass,
-    });
+    }));
 
     const subjects = createSubjectRights({
       policy: () => policy.get(),

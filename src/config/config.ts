@@ -86,6 +86,8 @@ const envSchema = z.object({
    * How far V8 lets the old generation grow past what the last full GC kept, in percent
    * (src/runtime/heap.ts); 0 leaves V8's adaptive factor (up to 300%) in place.
    */
+  /** Fields or tokens Tokenize and Detokenize work on at once, across calls (services/item-gate.ts). */
+  FIELDVAULT_MAX_ITEMS_IN_FLIGHT: z.coerce.number().int().min(1).max(1_000_000).default(5000),
   FIELDVAULT_HEAP_GROWING_PERCENT: z.coerce.number().int().min(0).max(300).default(100),
 });
 
@@ -131,6 +133,8 @@ export interface Config {
   breakGlassMaxSeconds: number;
   /** Production accepts development keys and certificates (loud WARN at start). */
   allowDevMaterial: boolean;
+  /** Items Tokenize and Detokenize work on at once; more wait their turn (services/item-gate.ts). */
+  maxItemsInFlight: number;
   /** Old-generation growth past the last full GC's live set, in percent; 0 = V8's own (runtime/heap.ts). */
   heapGrowingPercent: number;
   /** FIELDVAULT_MODE was not set (development by default). */
@@ -213,6 +217,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     metricsListen: e.FIELDVAULT_METRICS_LISTEN === "off" ? undefined : e.FIELDVAULT_METRICS_LISTEN,
     logLevel: e.FIELDVAULT_LOG_LEVEL,
     heapGrowingPercent: e.FIELDVAULT_HEAP_GROWING_PERCENT,
+    maxItemsInFlight: e.FIELDVAULT_MAX_ITEMS_IN_FLIGHT,
     maxBatch: e.FIELDVAULT_MAX_BATCH,
     maxConcurrentStreams: e.FIELDVAULT_MAX_CONCURRENT_STREAMS,
     cvvTtlSeconds: e.FIELDVAULT_CVV_TTL_SECONDS,

@@ -83,6 +83,7 @@ describe("configuration", () => {
       ["FIELDVAULT_MAX_BATCH", "100001"],
       ["FIELDVAULT_MAX_BATCH", "lots"],
       ["FIELDVAULT_HEAP_GROWING_PERCENT", "301"],
+      ["FIELDVAULT_MAX_ITEMS_IN_FLIGHT", "0"],
       ["FIELDVAULT_HEAP_GROWING_PERCENT", "-5"],
       ["FIELDVAULT_CVV_TTL_SECONDS", "7200"],
       ["FIELDVAULT_DB_POOL_SIZE", "-3"],
