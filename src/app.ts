@@ -15,7 +15,6 @@ import { KeyAdminService } from "./gen/fieldvault/v1/key_admin";
 import { TokenServiceService } from "./gen/fieldvault/v1/token_service";
 import { callLineWriter, createLogger, type Logger } from "./observability/logger";
 import { tracedCommits, tracedCvvStore, tracedLookup, tracedPolicy, tracedRateLimiter } from "./observability/traced-deps";
-import { startTracing } from "./observability/tracing";
 import { setHeapGrowth } from "./runtime/heap";
 import { Metrics } from "./observability/metrics";
 import { createAudit } from "./services/audit";
@@ -237,7 +236,10 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
 
     // Tracing, when configured: the RPC spans come from the call hooks; child spans from wrapping
     // the dependencies handed to the services (policy, lookup, commit flush, Redis).
-    const tracing = config.tracing ? startTracing({ instanceId: config.instanceId, processor: opts.spanProcessor }) : undefined;
+    // The OpenTelemetry SDK is loaded only when tracing is on (observability/tracing.ts).
+    const tracing = config.tracing
+      ? (await import("./observability/tracing-sdk")).startTracing({ instanceId: config.instanceId, processor: opts.spanProcessor })
+      : undefined;
     if (tracing) {
       cleanup.push(() => tracing.shutdown());
       log.info({ exporter: opts.spanProcessor ? "custom" : "otlp" }, "tracing: OpenTelemetry on");

@@ -1,9 +1,4 @@
-import { type Attributes, type Context, context, ROOT_CONTEXT, type Span, SpanKind, SpanStatusCode, type TextMapGetter, trace, type Tracer } from "@opentelemetry/api";
-import { AsyncLocalStorageContextManager } from "@opentelemetry/context-async-hooks";
-import { W3CTraceContextPropagator } from "@opentelemetry/core";
-import { OTLPTraceExporter } from "@opentelemetry/exporter-trace-otlp-http";
-import { resourceFromAttributes } from "@opentelemetry/resources";
-import { BasicTracerProvider, BatchSpanProcessor, type SpanExporter, type SpanProcessor } from "@opentelemetry/sdk-trace-base";
+import { type Attributes, type Context, context, type Span, SpanKind, SpanStatusCode, trace, type Tracer } from "@opentelemetry/api";
 
 /**
  * OpenTelemetry tracing, off unless configured (OpenTelemetry's own variables:
@@ -12,6 +7,10 @@ import { BasicTracerProvider, BatchSpanProcessor, type SpanExporter, type SpanPr
  * pays nothing: the composition root only wraps dependencies when a tracer exists.
  *
  * Span attributes carry categories, purposes, outcomes and counts: never a value, a token or a key.
+ *
+ * This module needs only @opentelemetry/api; the SDK (provider, exporter, propagator) is in
+ * tracing-sdk.ts, which the composition root imports only when tracing is on (~2.5 MB of heap and
+ * ~15 MB resident otherwise spent on code that never runs; docs/performance.md).
  */
 
 export interface Tracing {
@@ -27,38 +26,6 @@ export function tracingRequested(env: NodeJS.ProcessEnv): boolean {
   const flag = (env.FIELDVAULT_TRACING ?? "").toLowerCase();
   if (flag === "off") return false;
   return flag === "on" || !!env.OTEL_EXPORTER_OTLP_ENDPOINT || !!env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT;
-}
-
-let contextManagerSet = false;
-
-/**
- * A tracer provider of this vault's own (not the global one, so two vaults in one process keep their
- * spans apart). `exporter` replaces the OTLP exporter (an in-memory exporter in tests, say).
- */
-export function startTracing(opts: { serviceName?: string; instanceId: string; exporter?: SpanExporter; processor?: SpanProcessor }): Tracing {
-  if (!contextManagerSet) {
-    // The context manager is process-wide by nature (AsyncLocalStorage); set it once.
-    context.setGlobalContextManager(new AsyncLocalStorageContextManager().enable());
-    contextManagerSet = true;
-  }
-  const processor = opts.processor ?? new BatchSpanProcessor(opts.exporter ?? new OTLPTraceExporter());
-  const provider = new BasicTracerProvider({
-    resource: resourceFromAttributes({
-      "service.name": opts.serviceName ?? process.env.OTEL_SERVICE_NAME ?? "fieldvault",
-      "service.instance.id": opts.instanceId,
-    }),
-    spanProcessors: [processor],
-  });
-  const propagator = new W3CTraceContextPropagator();
-  const getter: TextMapGetter<(h: string) => string | undefined> = {
-    keys: () => ["traceparent", "tracestate"],
-    get: (carrier, key) => carrier(key),
-  };
-  return {
-    tracer: provider.getTracer("fieldvault"),
-    extract: (get) => propagator.extract(ROOT_CONTEXT, get, getter),
-    shutdown: () => provider.shutdown(),
-  };
 }
 
 /** Runs `fn` inside a child span of the active one; records failures without their messages' values. */
