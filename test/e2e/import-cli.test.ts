@@ -21,7 +21,7 @@ interface Run {
 }
 
 /** The real CLI in one node process (so a SIGKILL reaches the importer itself, not a wrapper). */
-function start(args: string[], stdin?: string): { child: ChildProcess; done: Promise<Run> } {
+function start(args: string[], stdin?: string): { child: ChildProcess; done: Promise<Run>; stderr: () => string } {
   const child = spawn(process.execPath, ["--import", "tsx", MAIN, ...args], { cwd: fromRoot(), stdio: ["pipe", "pipe", "pipe"] });
   let stdout = "";
   let stderr = "";
@@ -30,7 +30,7 @@ function start(args: string[], stdin?: string): { child: ChildProcess; done: Pro
   if (stdin !== undefined) child.stdin!.end(stdin);
   else child.stdin!.end();
   const done = new Promise<Run>((resolve) => child.on("close", (code, signal) => resolve({ code, signal, stdout, stderr })));
-  return { child, done };
+  return { child, done, stderr: () => stderr };
 }
 const cli = (args: string[], stdin?: string) => start(args, stdin).done;
 
@@ -219,14 +219,18 @@ describe("fieldvault import (CLI) against a real vault on PostgreSQL and Redis",
   });
 
   it("on Ctrl-C (SIGINT) finishes the calls in flight, writes them, and resumes without minting a token twice", async () => {
-    const N = 5000;
+    const N = 10_000;
     const rows = Array.from({ length: N }, (_, i) => [`i${i}`, `Interrupted ${i}`]);
     writeFileSync(file("int.csv"), stringify([["id", "name"], ...rows]));
-    const args = ["import", "--map", "name=cardholder_name", "--batch", "25", "--progress-every", "0.2", file("int.csv"), file("int.out.csv"), ...as()];
+    const args = ["import", "--map", "name=cardholder_name", "--batch", "25", "--progress-every", "0.1", file("int.csv"), file("int.out.csv"), ...as()];
     const before = await countTokens("cardholder_name");
     const first = start(args);
     const sidecar = file("int.out.csv.import-state.json");
-    while (!existsSync(sidecar) || (JSON.parse(readFileSync(sidecar, "utf8")) as { records: number }).records < 500) await new Promise((r) => setTimeout(r, 20));
+    const progressLine = /^import: \d+ rows \(\d+%\), \d+ rows\/s, 0 rejected, \d+s$/m;
+    // Interrupt once rows are committed and a progress line has been written (not on a fixed
+    // timer: a fast vault commits 500 rows before the first interval ends).
+    while (!existsSync(sidecar) || (JSON.parse(readFileSync(sidecar, "utf8")) as { records: number }).records < 500 || !progressLine.test(first.stderr()))
+      await new Promise((r) => setTimeout(r, 20));
     first.child.kill("SIGINT");
     const stopped = await first.done;
     expect(stopped.code).toBe(130);
@@ -234,7 +238,7 @@ describe("fieldvault import (CLI) against a real vault on PostgreSQL and Redis",
     const state = JSON.parse(readFileSync(sidecar, "utf8")) as { records: number };
     expect(state.records).toBeLessThan(N);
     // Not a terminal: plain progress lines on stderr, none on stdout.
-    expect(stopped.stderr).toMatch(/^import: \d+ rows \(\d+%\), \d+ rows\/s, 0 rejected, \d+s$/m);
+    expect(stopped.stderr).toMatch(progressLine);
     expect(stopped.stdout).toBe("");
     // Nothing was left in flight: exactly the committed rows have tokens.
     expect((await countTokens("cardholder_name")) - before).toBe(state.records);
