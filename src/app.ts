@@ -258,7 +258,9 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
         log.warn({ breakGlassId: e.grantId, caller: e.identity, category: e.category, purpose: e.purpose, requestId: e.requestId }, "break-glass reveal");
       },
     });
-    const tokenization = gatedTokenization(new ItemGate(config.maxItemsInFlight), createTokenization({
+    const gate = new ItemGate(config.maxItemsInFlight);
+    metrics.itemGate(config.maxItemsInFlight, () => gate.state);
+    const tokenization = gatedTokenization(gate, createTokenization({
       registry,
       policy: tracer ? () => tracedPolicy(tracer, policy.get()) : () => policy.get(),
       keyring,

@@ -227,6 +227,28 @@ export class Metrics {
     });
   }
 
+  /** Tokenize/Detokenize admission (services/item-gate.ts), read at scrape time. */
+  itemGate(limit: number, read: () => { inUse: number; waiting: number }): void {
+    const registers = [this.registry];
+    new Gauge({ name: "fieldvault_items_in_flight_max", help: "FIELDVAULT_MAX_ITEMS_IN_FLIGHT", registers }).set(limit);
+    new Gauge({
+      name: "fieldvault_items_in_flight",
+      help: "Fields or tokens Tokenize and Detokenize are working on now",
+      registers,
+      collect() {
+        this.set(read().inUse);
+      },
+    });
+    new Gauge({
+      name: "fieldvault_calls_waiting_for_items",
+      help: "Tokenize/Detokenize calls waiting for room under FIELDVAULT_MAX_ITEMS_IN_FLIGHT",
+      registers,
+      collect() {
+        this.set(read().waiting);
+      },
+    });
+  }
+
   /** Age of each category's active KEK version beside its cryptoperiod, read at scrape time. */
   keyAges(read: () => { category: string; ageSeconds: number; cryptoperiodSeconds: number }[]): void {
     const registers = [this.registry];

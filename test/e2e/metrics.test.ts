@@ -77,6 +77,10 @@ describe("metrics over HTTP", () => {
     }
     expect(sample(m, "fieldvault_db_up")).toBe(1);
     expect(sample(m, "fieldvault_db_pool_max")).toBe(16);
+    // Admission by items: the limit, and (idle between calls) nothing in progress or waiting.
+    expect(sample(m, "fieldvault_items_in_flight_max")).toBe(5000);
+    expect(sample(m, "fieldvault_items_in_flight")).toBe(0);
+    expect(sample(m, "fieldvault_calls_waiting_for_items")).toBe(0);
     // The Redis probe runs beside the health probe; wait for one round.
     const end = Date.now() + 10000;
     let redisUp = sample(m, "fieldvault_redis_up");
