@@ -2,7 +2,7 @@ import fc from "fast-check";
 import pg from "pg";
 import { PGlite } from "@electric-sql/pglite";
 import { PG_ADMIN_URL } from "../helpers/backends";
-import { boolArray, byteaArray, intArray, textArray, timestampArray } from "../../src/storage/postgres/array-literal";
+import { boolArray, byteaArray, intArray, jsonbArray, textArray, timestampArray } from "../../src/storage/postgres/array-literal";
 
 /**
  * The commit path hands PostgreSQL array literals it builds itself (array-literal.ts). Whatever a
@@ -11,8 +11,8 @@ import { boolArray, byteaArray, intArray, textArray, timestampArray } from "../.
  */
 type Run = (sql: string, params: unknown[]) => Promise<Record<string, unknown>[]>;
 
-const SQL = `SELECT t, b, ts, i, f FROM unnest($1::text[], $2::bytea[], $3::timestamptz[], $4::int8[], $5::bool[])
-               WITH ORDINALITY AS u(t, b, ts, i, f, n) ORDER BY n`;
+const SQL = `SELECT t, b, ts, i, f, j FROM unnest($1::text[], $2::bytea[], $3::timestamptz[], $4::int8[], $5::bool[], $6::jsonb[])
+               WITH ORDINALITY AS u(t, b, ts, i, f, j, n) ORDER BY n`;
 
 // Any string PostgreSQL text can hold (no NUL), with the characters that matter to array syntax made likely.
 const awkward = fc.oneof(
@@ -26,6 +26,7 @@ const row = fc.record({
   ts: fc.option(fc.date({ min: new Date("1970-01-01T00:00:00Z"), max: new Date("2200-01-01T00:00:00Z"), noInvalidDate: true }), { nil: null }),
   i: fc.maxSafeInteger().filter((n) => n >= -(2 ** 53) + 1),
   f: fc.boolean(),
+  j: fc.option(fc.oneof(fc.jsonValue({ maxDepth: 2 }).map((v) => JSON.stringify(v)), awkward.map((t) => JSON.stringify({ t }))), { nil: null }),
 });
 
 async function roundTrips(run: Run, runs: number): Promise<void> {
@@ -39,6 +40,7 @@ async function roundTrips(run: Run, runs: number): Promise<void> {
         timestampArray(rows.map((r) => r.ts)),
         intArray(rows.map((r) => r.i)),
         boolArray(rows.map((r) => r.f)),
+        jsonbArray(rows.map((r) => r.j)),
       ]);
       expect(got).toHaveLength(rows.length);
       got.forEach((g, k) => {
@@ -48,6 +50,7 @@ async function roundTrips(run: Run, runs: number): Promise<void> {
         expect(g.ts === null ? null : (g.ts as Date).toISOString()).toBe(want.ts === null ? null : want.ts.toISOString());
         expect(Number(g.i)).toBe(want.i);
         expect(g.f).toBe(want.f);
+        expect(g.j).toEqual(want.j === null ? null : JSON.parse(want.j));
       });
     }),
     { numRuns: runs },
@@ -73,6 +76,45 @@ describe("array literals round-trip through PostgreSQL", () => {
       await db.close();
     }
   }, 60_000);
+
+  test("empty arrays and a bytea[] of only NULLs and empty values (binary format edge cases)", async () => {
+    const c = new pg.Client({ connectionString: PG_ADMIN_URL });
+    await c.connect();
+    const lite = await PGlite.create();
+    try {
+      for (const q of [(sql: string, p: unknown[]) => c.query(sql, p), (sql: string, p: unknown[]) => lite.query(sql, p)]) {
+        const empty = await q("SELECT cardinality($1::bytea[]) AS n, $1::bytea[] = '{}'::bytea[] AS same, cardinality($2::text[]) AS t, cardinality($3::jsonb[]) AS j", [
+          byteaArray([]),
+          textArray([]),
+          jsonbArray([]),
+        ]);
+        expect(empty.rows).toEqual([{ n: 0, same: true, t: 0, j: 0 }]);
+        const odd = await q("SELECT b IS NULL AS isnull, length(b) AS len FROM unnest($1::bytea[]) WITH ORDINALITY AS u(b, n) ORDER BY n", [
+          byteaArray([null, new Uint8Array(0), null]),
+        ]);
+        expect(odd.rows).toEqual([
+          { isnull: true, len: null },
+          { isnull: false, len: 0 },
+          { isnull: true, len: null },
+        ]);
+      }
+    } finally {
+      await c.end();
+      await lite.close();
+    }
+  }, 60_000);
+
+  test("a text element is never read as array syntax, and a bad JSON text is refused by the server", async () => {
+    const c = new pg.Client({ connectionString: PG_ADMIN_URL });
+    await c.connect();
+    try {
+      const r = await c.query("SELECT cardinality($1::text[]) AS n, ($1::text[])[1] AS first", [textArray(['a","b', "{c}"])]);
+      expect(r.rows).toEqual([{ n: 2, first: 'a","b' }]);
+      await expect(c.query("SELECT $1::jsonb[]", [jsonbArray(["{not json"])])).rejects.toThrow(/invalid input syntax for type json/);
+    } finally {
+      await c.end();
+    }
+  });
 
   test("an integer that is not safe is refused, not rounded", () => {
     expect(() => intArray([2 ** 60])).toThrow(/safe integer/);

@@ -2,7 +2,7 @@ import type { MaskedView } from "../../domain/categories";
 import type { Queryable } from "../db";
 import { IntegrityError } from "../../domain/errors";
 import type { NewToken, TokenIntegrity, TokenRecord } from "../ports";
-import { boolArray, byteaArray, intArray, textArray, timestampArray } from "./array-literal";
+import { boolArray, byteaArray, intArray, jsonbArray, textArray, timestampArray } from "./array-literal";
 
 interface TokenRow {
   id: string;
@@ -85,7 +85,7 @@ export async function insertTokens(tx: Queryable, tokens: readonly NewToken[], i
       byteaArray(rows.map((t) => t.wrappedDek)),
       byteaArray(rows.map((t) => t.ciphertext)),
       byteaArray(rows.map((t) => t.fingerprint)),
-      textArray(rows.map((t) => JSON.stringify(t.masked))),
+      jsonbArray(rows.map((t) => JSON.stringify(t.masked))),
       boolArray(rows.map((t) => heldWithoutSubject.has(t.fingerprint ? fpKey(t) : t.id))),
       timestampArray(rows.map((t) => t.createdAt)),
       timestampArray(rows.map((t) => t.expiresAt)),
