@@ -51,13 +51,42 @@ function binaryArray(oid: number, n: number, isNull: (i: number) => boolean, siz
 
 /** text[] (binary). */
 export function textArray(values: readonly (string | null)[]): Buffer {
-  return binaryArray(
+  return asciiTextArray(values) ?? binaryArray(
     OID.text,
     values.length,
     (i) => values[i] === null || values[i] === undefined,
     (i) => Buffer.byteLength(values[i]!, "utf8"),
     (i, out, at) => void out.write(values[i]!, at, "utf8"),
   );
+}
+
+/**
+ * The same bytes for a column whose elements are all ASCII (ids, names, outcomes: nearly every
+ * column of the commit path), built as one string of byte-valued characters and written with one
+ * `latin1` encode instead of a length and a write per element (half the time, measured). Returns
+ * undefined when any element is not ASCII.
+ */
+function asciiTextArray(values: readonly (string | null)[]): Buffer | undefined {
+  const n = values.length;
+  let joined = "";
+  for (let i = 0; i < n; i++) joined += values[i] ?? "";
+  if (Buffer.byteLength(joined, "utf8") !== joined.length) return undefined;
+  let hasNull = 0;
+  let body = "";
+  for (let i = 0; i < n; i++) {
+    const v = values[i];
+    if (v === null || v === undefined) {
+      hasNull = 1;
+      body += int32(-1);
+    } else body += int32(v.length) + v;
+  }
+  const head = int32(n ? 1 : 0) + int32(hasNull) + int32(OID.text) + (n ? int32(n) + int32(1) : "");
+  return Buffer.from(head + body, "latin1");
+}
+
+/** A big-endian int32 as four characters of one byte each (for a `latin1` encode). */
+function int32(x: number): string {
+  return String.fromCharCode((x >>> 24) & 255, (x >>> 16) & 255, (x >>> 8) & 255, x & 255);
 }
 
 /** jsonb[] (binary) from JSON texts; the server parses and checks each as it would a literal. */
