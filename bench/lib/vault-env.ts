@@ -3,10 +3,10 @@ import { join } from "node:path";
 import { parse, stringify } from "yaml";
 import { type BenchDatabase, REDIS_URL } from "./common";
 
-/** The development policy, with a rate budget that a benchmark does not run into. */
+/** The development policy, with rate budgets (detokenize, deterministic tokenize) that a benchmark does not run into. */
 export function benchPolicy(dir: string): string {
   const doc = parse(readFileSync(join(__dirname, "..", "..", "policy", "default.yaml"), "utf8")) as Record<string, unknown>;
-  doc.rate_limits = { detokenize_per_minute: 1_000_000_000 };
+  doc.rate_limits = { detokenize_per_minute: 1_000_000_000, tokenize_deterministic_per_minute: 1_000_000_000 };
   const file = join(dir, "bench-policy.yaml");
   writeFileSync(file, stringify(doc));
   return file;
