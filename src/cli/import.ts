@@ -13,7 +13,7 @@ import { type ImportPlan, makePlan, UsageError } from "./import/plan";
 import { progressReporter, summaryLine } from "./import/progress";
 import { fileSink, OutputClosed, type Sink, streamSink } from "./import/sink";
 import { type ImportState, readState, removeState, statePath, writeState } from "./import/state";
-import { DEFAULT_RETRY, ImportStopped, type TokenizeCall } from "./import/tokenize";
+import { DEFAULT_RETRY, ImportStopped, type Retry, type TokenizeCall } from "./import/tokenize";
 
 interface ImportOptions extends ConnectOptions {
   map: string[];
@@ -54,7 +54,20 @@ function jobOf(input: string, inputSize: number | null, plan: ImportPlan, o: Imp
 
 async function importCommand(input: string, output: string, o: ImportOptions): Promise<number> {
   const plan = makePlan({ ...o, input });
-  const retry = { ...DEFAULT_RETRY, attempts: o.retries === undefined ? DEFAULT_RETRY.attempts : Number(o.retries) };
+  const paced = new Set<string>();
+  const retry: Retry = {
+    ...DEFAULT_RETRY,
+    attempts: o.retries === undefined ? DEFAULT_RETRY.attempts : Number(o.retries),
+    // Said once per category: the policy's tokenize budget, not the vault, sets this import's pace.
+    onBudget: ({ category, limit }) => {
+      if (paced.has(category)) return;
+      paced.add(category);
+      process.stderr.write(
+        `\nimport: the caller's tokenize budget for ${category} (${limit} a minute) is pacing this import; ` +
+          `it waits for each next minute. To go faster, raise tokenize_deterministic_per_minute for this caller in the vault's policy\n`,
+      );
+    },
+  };
   if (!Number.isInteger(retry.attempts) || retry.attempts < 1) throw new UsageError(`--retries ${o.retries}: expected a whole number ≥ 1`);
   const everyMs = o.progressEvery === undefined ? 5000 : Number(o.progressEvery) * 1000;
   if (!(everyMs >= 100)) throw new UsageError(`--progress-every ${o.progressEvery}: expected seconds, at least 0.1`);

@@ -273,6 +273,48 @@ describe("fieldvault import (CLI) against a real vault on PostgreSQL and Redis",
     expect(wide.stderr).toContain("the vault refused a batch of 1200 fields (fields: at most 1000 items per call); use a smaller --batch");
   });
 
+  it("the caller's deterministic tokenize budget paces the import (waits for the next minute, says why) and a batch larger than the budget stops at once", async () => {
+    const policy = YAML.parse(readFileSync(file("policy.yaml"), "utf8")) as { rate_limits: Record<string, number> };
+    policy.rate_limits.tokenize_deterministic_per_minute = 4;
+    writeFileSync(file("budget-policy.yaml"), YAML.stringify(policy));
+    const paced = await startTestVault("postgres", { FIELDVAULT_POLICY_FILE: file("budget-policy.yaml") });
+    try {
+      const cards = async () => Number((await paced.vault.db.query<{ n: string }>("SELECT count(*) AS n FROM tokens WHERE category = 'card_number'", [])).rows[0]!.n);
+      const header = ["id", "pan"];
+      const rows = Array.from({ length: 6 }, (_, i) => [`b${i}`, card(90_000 + i)]);
+      writeFileSync(file("budget.csv"), stringify([header, ...rows]));
+      const args = (input: string, out: string, ...options: string[]) =>
+        ["import", "--map", "pan=card_number", ...options, file(input), file(out), "--address", paced.vault.address, "--caller", "payment-service"];
+
+      // Batches of two, one at a time: two batches fit this minute's budget, the third waits for the next.
+      // Start well inside a minute, so the first two share one window (the vault's window is the clock's minute).
+      while (Date.now() % 60_000 > 45_000) await new Promise((r) => setTimeout(r, 250));
+      const started = Date.now();
+      const boundary = started - (started % 60_000) + 60_000;
+      const r = await cli(args("budget.csv", "budget.out.csv", "--batch", "2", "--concurrency", "1"));
+      expect(r.stderr).toContain("import: the caller's tokenize budget for card_number (4 a minute) is pacing this import");
+      expect(r.stderr.split("is pacing this import").length).toBe(2); // said once
+      expect(r.code).toBe(0);
+      expect(Date.now()).toBeGreaterThanOrEqual(boundary); // it did wait for the next window
+      const out = parse(readFileSync(file("budget.out.csv"))) as string[][];
+      expect(out.slice(1).map((c) => c[0])).toEqual(rows.map((c) => c[0]));
+      const api = tokenApi(paced.clients, "payment-service");
+      const res = await api.detokenize({ tokens: out.slice(1).map((c) => c[1]!), purpose: "payment_authorization", justification: "budget test", breakGlassId: undefined });
+      expect(res.results.map((x) => (x.outcome?.$case === "value" ? x.outcome.value : "?"))).toEqual(rows.map((c) => c[1]));
+      expect(await cards()).toBe(6);
+
+      // Six card numbers in one call against a budget of four a minute can never pass: no waiting.
+      // (Last: the vault's refusal still takes what was left of this minute's budget.)
+      writeFileSync(file("budget-big.csv"), stringify([header, ...Array.from({ length: 6 }, (_, i) => [`c${i}`, card(91_000 + i)])]));
+      const tooBig = await cli(args("budget-big.csv", "budget-big.out.csv", "--batch", "6"));
+      expect(tooBig.stderr).toContain("fieldvault: import stopped: a batch holds 6 card_number fields but the caller's tokenize budget is 4 a minute: use a --batch of fewer rows");
+      expect(tooBig.code).toBe(1);
+      expect(await cards()).toBe(6); // the refused call stored nothing
+    } finally {
+      await paced.stop();
+    }
+  });
+
   it("draws a progress bar (rows, rows/s, percentage, ETA) on a terminal", async () => {
     writeFileSync(file("tty.csv"), stringify([["id", "name"], ...Array.from({ length: 400 }, (_, i) => [String(i), `Terminal ${i}`])]));
     const quote = (a: string) => `'${a.replace(/'/g, "'\\''")}'`;

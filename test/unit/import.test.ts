@@ -2,7 +2,10 @@ import { Readable } from "node:stream";
 import fc from "fast-check";
 import { lines, memberSpans } from "../../src/cli/import/jsonl";
 import { guessFormat, makePlan, UsageError } from "../../src/cli/import/plan";
-import { fieldOfError } from "../../src/cli/import/tokenize";
+import { status } from "@grpc/grpc-js";
+import type { TokenizeResponse } from "../../src/gen/fieldvault/v1/token_service";
+import type { RowItem } from "../../src/cli/import/items";
+import { budgetRefusal, DEFAULT_RETRY, fieldOfError, ImportStopped, type TokenizeCall, tokenizeRows } from "../../src/cli/import/tokenize";
 
 describe("import: JSON Lines member spans", () => {
   const json = fc.letrec((tie) => ({
@@ -82,5 +85,69 @@ describe("import: command-line plan", () => {
     expect(() => makePlan({ map: ["a=x"], tokenFormat: ["b=preserving"], input: "a.csv" })).toThrow(/not a --map column/);
     expect(() => makePlan({ map: ["a=x"], subjectColumn: "a", input: "a.csv" })).toThrow(/cannot also be tokenized/);
     expect(() => makePlan({ map: ["a=x"], batch: "0", input: "a.csv" })).toThrow(/--batch/);
+  });
+});
+
+describe("import: the caller's tokenize budget paces an import instead of failing it", () => {
+  // The vault's budget window is a wall-clock minute, so these cases (how many windows, which
+  // message) use a scripted call; test/e2e/import-cli.test.ts runs one real wait against a vault.
+  const refusal = (limit: number) =>
+    Object.assign(new Error("8 RESOURCE_EXHAUSTED"), { code: status.RESOURCE_EXHAUSTED, details: `tokenize budget for card_number exceeded (${limit} a minute)` });
+  const row = (line: number, n = 1): RowItem => ({
+    kind: "row",
+    line,
+    subject: "",
+    fields: Array.from({ length: n }, () => ({ column: "pan", category: "card_number", value: "4111111111111111", preserving: false })),
+    render: () => "",
+  });
+  const scripted = (refusals: number, limit = 10) => {
+    let calls = 0;
+    const call: TokenizeCall = async (req) => {
+      if (calls++ < refusals) throw refusal(limit);
+      return { tokens: req.fields.map((_, i) => ({ token: `tok_${i}`, category: "card_number", kekVersion: 1, expiresAt: undefined, alias: "" })) } as unknown as TokenizeResponse;
+    };
+    return { call, calls: () => calls };
+  };
+
+  it("parses only the budget refusal, not other RESOURCE_EXHAUSTED answers", () => {
+    expect(budgetRefusal(refusal(10_000))).toEqual({ category: "card_number", limit: 10_000 });
+    expect(budgetRefusal({ code: status.RESOURCE_EXHAUSTED, details: "detokenize rate limit exceeded" })).toBeUndefined();
+    expect(budgetRefusal({ code: status.UNAVAILABLE, details: "tokenize budget for card_number exceeded (5 a minute)" })).toBeUndefined();
+  });
+
+  it("waits for the next window as often as needed and says so each time; the back-off attempts are not used up", async () => {
+    const s = scripted(3);
+    const waits: number[] = [];
+    const retry = { ...DEFAULT_RETRY, attempts: 1, budgetDelayMs: () => 1, onBudget: (e: { delayMs: number }) => waits.push(e.delayMs) };
+    const r = await tokenizeRows(s.call, [row(2), row(3)], { ref: "", column: "" }, retry);
+    expect(s.calls()).toBe(4);
+    expect(waits).toEqual([1, 1, 1]);
+    expect([...r.tokens.values()]).toEqual([["tok_0"], ["tok_1"]]);
+    expect(r.rejected).toEqual([]);
+  });
+
+  it("stops resumably after budgetWaits windows, naming the budget and the policy setting", async () => {
+    const s = scripted(100);
+    const retry = { ...DEFAULT_RETRY, budgetWaits: 2, budgetDelayMs: () => 1 };
+    const err = await tokenizeRows(s.call, [row(2)], { ref: "", column: "" }, retry).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ImportStopped);
+    expect((err as ImportStopped).resumable).toBe(true);
+    expect((err as ImportStopped).message).toContain("tokenize budget for card_number (10 a minute) refused a batch through 2 windows");
+    expect((err as ImportStopped).message).toContain("tokenize_deterministic_per_minute");
+    expect(s.calls()).toBe(3);
+  });
+
+  it("a batch with more of the category's fields than the whole budget stops at once (it could never pass)", async () => {
+    const s = scripted(100, 4);
+    let waited = 0;
+    const retry = { ...DEFAULT_RETRY, budgetDelayMs: () => 1, onBudget: () => waited++ };
+    const err = await tokenizeRows(s.call, [row(2, 3), row(3, 2)], { ref: "", column: "" }, retry).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ImportStopped);
+    expect((err as ImportStopped).resumable).toBe(false);
+    expect((err as ImportStopped).message).toBe(
+      "a batch holds 5 card_number fields but the caller's tokenize budget is 4 a minute: use a --batch of fewer rows, or raise tokenize_deterministic_per_minute for this caller in the vault's policy",
+    );
+    expect(s.calls()).toBe(1);
+    expect(waited).toBe(0);
   });
 });

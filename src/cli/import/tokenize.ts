@@ -10,9 +10,33 @@ export interface Retry {
   attempts: number;
   baseDelayMs: number;
   maxDelayMs: number;
+  /**
+   * Budget windows one call may wait through when the vault refuses it for the caller's tokenize
+   * budget (default 10). The budget is per minute, so each wait lasts until the next minute.
+   */
+  budgetWaits?: number;
+  /** How long to wait for the next budget window (default: to the next wall-clock minute, plus up to 1 s). */
+  budgetDelayMs?: () => number;
+  /** Told each time a call waits for the tokenize budget (the CLI says so once on stderr). */
+  onBudget?: (e: { category: string; limit: number; delayMs: number }) => void;
 }
 
 export const DEFAULT_RETRY: Retry = { attempts: 8, baseDelayMs: 200, maxDelayMs: 5000 };
+
+const DEFAULT_BUDGET_WAITS = 10;
+const untilNextMinute = () => 60_000 - (Date.now() % 60_000) + Math.random() * 1000;
+
+/**
+ * The vault's refusal for a caller's deterministic tokenize budget (services/tokenize-budget.ts):
+ * "tokenize budget for card_number exceeded (10000 a minute)". Not an outage: the policy paces
+ * this caller, and the budget comes back at the next minute.
+ */
+export function budgetRefusal(err: unknown): { category: string; limit: number } | undefined {
+  const e = err as { code?: number; details?: string };
+  if (e?.code !== status.RESOURCE_EXHAUSTED) return undefined;
+  const m = /^tokenize budget for ([a-z0-9_]+) exceeded \((\d+) a minute\)/.exec(e.details ?? "");
+  return m ? { category: m[1]!, limit: Number(m[2]) } : undefined;
+}
 
 /** Codes for which the same call is tried again: the vault or its database was unreachable. */
 const TRANSIENT = new Set<number>([status.UNAVAILABLE, status.RESOURCE_EXHAUSTED, status.DEADLINE_EXCEEDED]);
@@ -84,11 +108,17 @@ export async function tokenizeRows(
     );
     let res: TokenizeResponse;
     try {
-      res = await withRetry(() => {
-        result.calls++;
-        return call({ fields, ttlSeconds: 0, subjectRef: subject.ref });
-      }, retry);
+      res = await withBudget(
+        () =>
+          withRetry(() => {
+            result.calls++;
+            return call({ fields, ttlSeconds: 0, subjectRef: subject.ref });
+          }, retry),
+        fields,
+        retry,
+      );
     } catch (err) {
+      if (err instanceof ImportStopped) throw err;
       const e = grpcError(err);
       const details = e.details ?? e.message ?? "";
       if (e.code !== status.INVALID_ARGUMENT) {
@@ -121,13 +151,43 @@ export async function tokenizeRows(
   return result;
 }
 
+/**
+ * Sends a call again after the next budget window while the vault refuses it for the caller's
+ * tokenize budget. A call with more fields of the category than the whole budget can never pass:
+ * it stops the import at once, saying what to change. Past `budgetWaits` windows it stops resumably.
+ */
+async function withBudget<T>(send: () => Promise<T>, fields: readonly { category: string }[], retry: Retry): Promise<T> {
+  const waits = retry.budgetWaits ?? DEFAULT_BUDGET_WAITS;
+  for (let n = 0; ; n++) {
+    try {
+      return await send();
+    } catch (err) {
+      const refusal = budgetRefusal(err);
+      if (!refusal) throw err;
+      const { category, limit } = refusal;
+      const wanted = fields.filter((f) => f.category === category).length;
+      const advice = `raise tokenize_deterministic_per_minute for this caller in the vault's policy`;
+      if (wanted > limit) {
+        throw new ImportStopped(`a batch holds ${wanted} ${category} fields but the caller's tokenize budget is ${limit} a minute: use a --batch of fewer rows, or ${advice}`, false);
+      }
+      if (n >= waits) {
+        throw new ImportStopped(`the caller's tokenize budget for ${category} (${limit} a minute) refused a batch through ${waits} windows; ${advice}`, true);
+      }
+      const delayMs = (retry.budgetDelayMs ?? untilNextMinute)();
+      retry.onBudget?.({ category, limit, delayMs });
+      await sleep(delayMs);
+    }
+  }
+}
+
 async function withRetry<T>(attempt: () => Promise<T>, retry: Retry): Promise<T> {
   for (let n = 1; ; n++) {
     try {
       return await attempt();
     } catch (err) {
       const code = grpcError(err).code;
-      if (code === undefined || !TRANSIENT.has(code) || n >= retry.attempts) throw err;
+      // The tokenize budget is paced by withBudget, not retried on the back-off schedule.
+      if (code === undefined || !TRANSIENT.has(code) || n >= retry.attempts || budgetRefusal(err)) throw err;
       await sleep(Math.random() * Math.min(retry.maxDelayMs, retry.baseDelayMs * 2 ** (n - 1)));
     }
   }
