@@ -118,7 +118,9 @@ describe("import: the caller's tokenize budget paces an import instead of failin
   it("waits for the next window as often as needed and says so each time; the back-off attempts are not used up", async () => {
     const s = scripted(3);
     const waits: number[] = [];
-    const retry = { ...DEFAULT_RETRY, attempts: 1, budgetDelayMs: () => 1, onBudget: (e: { delayMs: number }) => waits.push(e.delayMs) };
+    // Two back-off attempts with 1 ms delays: were a budget refusal retried on the back-off schedule,
+    // the first retry would be spent there and fewer budget waits would be reported.
+    const retry = { ...DEFAULT_RETRY, attempts: 2, baseDelayMs: 1, maxDelayMs: 1, budgetDelayMs: () => 1, onBudget: (e: { delayMs: number }) => waits.push(e.delayMs) };
     const r = await tokenizeRows(s.call, [row(2), row(3)], { ref: "", column: "" }, retry);
     expect(s.calls()).toBe(4);
     expect(waits).toEqual([1, 1, 1]);
