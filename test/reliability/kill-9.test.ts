@@ -71,9 +71,14 @@ describe("kill -9 under tokenize load", () => {
     };
     const workers = Array.from({ length: 64 }, worker);
     await waitFor("load with 64 calls in flight", () => acked.size >= 300 && inFlight === 64, 60_000, 5);
+    // SIGKILL with the load still running. The 64 calls in flight at this instant may all have been
+    // answered already (a flush commits a whole group at once, and its answers can sit in the socket
+    // buffer), so the load goes on until the kill cuts calls — the first failure — and only then stops.
+    first.proc.kill("SIGKILL");
+    await waitFor("a call cut by the kill", () => failures.length > 0, 20_000, 5);
     killed = true;
-    await first.kill9();
     await Promise.all(workers);
+    await first.kill9(); // waits for the exit and closes the clients
     expect(maxInFlight).toBe(64);
     expect(failures.length).toBeGreaterThan(0); // calls were cut by the kill
     expect(failures.every((c) => c === "UNAVAILABLE" || c === "CANCELLED")).toBe(true);
