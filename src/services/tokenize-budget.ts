@@ -24,7 +24,8 @@ export function createTokenizeBudget(deps: {
       const caller = policy.callerName(identity) ?? identity;
       const limit = policy.tokenizeDeterministicPerMinute(identity);
       for (const [category, n] of counts) {
-        const granted = await deps.rateLimiter.take(`tokenize:${caller}:${category}`, limit, n);
+        // All or nothing: a refused call leaves what was left of the minute to the next one.
+        const granted = await deps.rateLimiter.take(`tokenize:${caller}:${category}`, limit, n, "all");
         if (granted < n) throw new VaultError("RESOURCE_EXHAUSTED", `tokenize budget for ${category} exceeded (${limit} a minute)`);
       }
       for (const [category, n] of counts) deps.onVolume?.({ identity, category, fields: n });

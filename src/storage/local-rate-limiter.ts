@@ -4,7 +4,7 @@ import type { RateLimiter } from "./ports";
 export function createLocalRateLimiter(share = 1, now: () => number = Date.now): RateLimiter {
   const windows = new Map<string, { minute: number; used: number }>();
   return {
-    async take(key, limitPerMinute, n) {
+    async take(key, limitPerMinute, n, mode = "up-to") {
       const minute = Math.floor(now() / 60_000);
       let w = windows.get(key);
       if (!w || w.minute !== minute) {
@@ -13,7 +13,8 @@ export function createLocalRateLimiter(share = 1, now: () => number = Date.now):
         windows.set(key, w);
       }
       const limit = Math.max(1, Math.floor(limitPerMinute * share));
-      const allowed = Math.max(0, Math.min(n, limit - w.used));
+      const fits = Math.max(0, Math.min(n, limit - w.used));
+      const allowed = mode === "all" && fits < n ? 0 : fits;
       w.used += allowed;
       return allowed;
     },

@@ -49,9 +49,14 @@ export interface CvvStore {
   close(): Promise<void>;
 }
 
-/** Per caller × category budgets. Returns how many of `n` requested units are allowed. */
+/**
+ * Per caller × category budgets. Returns how many of `n` requested units are allowed: up to `n`
+ * ("up-to", a detokenize reveals what fits), or `n` or nothing ("all", a tokenize is stored whole or
+ * not at all, and a refused one leaves the rest of the minute's budget to the next call).
+ */
+export type TakeMode = "up-to" | "all";
 export interface RateLimiter {
-  take(key: string, limitPerMinute: number, n: number): Promise<number>;
+  take(key: string, limitPerMinute: number, n: number, mode?: TakeMode): Promise<number>;
   close(): Promise<void>;
 }
 

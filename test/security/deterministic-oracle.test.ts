@@ -40,6 +40,9 @@ describe("deterministic-token oracle", () => {
   });
 
   it("stops an enumeration at the budget with RESOURCE_EXHAUSTED, stores nothing past it, and logs the refusal", async () => {
+    // The budget is a minute's window: start well inside one, so every call below shares it.
+    const into = Date.now() % 60_000;
+    if (into > 50_000) await new Promise((r) => setTimeout(r, 60_000 - into + 100));
     const count = async () => (await t.vault.db.query<{ n: number }>("SELECT count(*)::int AS n FROM tokens", [])).rows[0]!.n;
     const first = await prober().tokenize({ fields: cards(30, 0).map((value) => ({ category: "card_number", value })), ttlSeconds: 0, subjectRef: "" });
     expect(first.tokens).toHaveLength(30);
@@ -51,6 +54,12 @@ describe("deterministic-token oracle", () => {
     expect(err.code).toBe(status.RESOURCE_EXHAUSTED);
     expect(err.details).toContain("card_number");
     expect(await count()).toBe(before);
+    // The refused call took nothing from the budget: the 10 left are still there, and then none.
+    const rest = await prober().tokenize({ fields: cards(10, 200).map((value) => ({ category: "card_number", value })), ttlSeconds: 0, subjectRef: "" });
+    expect(rest.tokens).toHaveLength(10);
+    const over = await codeOf(prober().tokenize({ fields: cards(1, 300).map((value) => ({ category: "card_number", value })), ttlSeconds: 0, subjectRef: "" }));
+    expect(over.code).toBe(status.RESOURCE_EXHAUSTED);
+    expect(await count()).toBe(before + 10);
     // Random categories are not budgeted.
     const names = await prober().tokenize({ fields: [{ category: "cardholder_name", value: "Not Budgeted" }], ttlSeconds: 0, subjectRef: "" });
     expect(names.tokens).toHaveLength(1);
@@ -58,9 +67,9 @@ describe("deterministic-token oracle", () => {
       "SELECT caller, outcome FROM access_log WHERE action = 'tokenize' AND outcome = 'rate_limited'",
       [],
     );
-    expect(rows).toEqual([{ caller: "spiffe://ego/card-prober", outcome: "rate_limited" }]);
+    expect(rows.map((r) => `${r.caller} ${r.outcome}`).sort()).toEqual(["card-prober rate_limited", "spiffe://ego/card-prober rate_limited"]);
     const metric = await t.vault.metrics.registry.getSingleMetric("fieldvault_deterministic_tokenize_fields_total")!.get();
-    expect(metric.values.find((v) => v.labels.caller === "card-prober" && v.labels.category === "card_number")?.value).toBe(30);
+    expect(metric.values.find((v) => v.labels.caller === "card-prober" && v.labels.category === "card_number")?.value).toBe(40);
   });
 
   it("logs every token a tokenize handed out, so a token's creator (and every later holder) can be found", async () => {

@@ -1,18 +1,27 @@
-import type { RateLimiter } from "../ports";
+import type { RateLimiter, TakeMode } from "../ports";
 import type { RedisClient } from "./connect";
 
 // One key per caller × category × minute (the script touches only KEYS[1], so it runs on any
-// topology). Atomically reserve up to n units in this minute's window; returns how many were granted.
+// topology). ARGV: the limit, then each take's (n, whole) in arrival order. Atomically grants each
+// take in turn, exactly as if they had run one by one: up to n of what is left, or (whole = 1) n or
+// nothing; returns the grants.
 const TAKE = `
 local used = tonumber(redis.call('GET', KEYS[1]) or '0')
 local limit = tonumber(ARGV[1])
-local want = tonumber(ARGV[2])
-local grant = math.max(0, math.min(want, limit - used))
-if grant > 0 then
-  redis.call('INCRBY', KEYS[1], grant)
+local grants = {}
+local total = 0
+for i = 2, #ARGV, 2 do
+  local want = tonumber(ARGV[i])
+  local grant = math.max(0, math.min(want, limit - used - total))
+  if ARGV[i + 1] == '1' and grant < want then grant = 0 end
+  grants[#grants + 1] = grant
+  total = total + grant
+end
+if total > 0 then
+  redis.call('INCRBY', KEYS[1], total)
   redis.call('PEXPIRE', KEYS[1], 61000)
 end
-return grant`;
+return grants`;
 
 /**
  * Shared budgets in Redis. When Redis is unreachable each instance enforces its share
@@ -27,39 +36,37 @@ export function createRedisRateLimiter(
   /** Takes of one key within one event-loop turn share one round trip. */
   interface Want {
     n: number;
+    mode: TakeMode;
     resolve: (granted: number) => void;
   }
   const waiting = new Map<string, { limit: number; wants: Want[] }>();
 
   async function settle(key: string, limitPerMinute: number, wants: Want[]): Promise<void> {
-    const total = wants.reduce((sum, w) => sum + w.n, 0);
     const minute = Math.floor(Date.now() / 60_000);
-    let granted: number;
+    let grants: unknown;
     try {
-      granted = Number(await redis.eval(TAKE, 1, `${prefix}rl:${key}:${minute}`, limitPerMinute, total));
+      const args = wants.flatMap((w) => [w.n, w.mode === "all" ? 1 : 0]);
+      grants = await redis.eval(TAKE, 1, `${prefix}rl:${key}:${minute}`, limitPerMinute, ...args);
     } catch (err) {
       onFallback(err);
-      for (const w of wants) w.resolve(await fallback.take(key, limitPerMinute, w.n));
+      for (const w of wants) w.resolve(await fallback.take(key, limitPerMinute, w.n, w.mode));
       return;
     }
-    // First come, first served, exactly as if the takes had gone one by one.
-    for (const w of wants) {
-      const mine = Math.min(w.n, granted);
-      granted -= mine;
-      w.resolve(mine);
-    }
+    // A reply of another shape grants nothing (fail closed).
+    const list = Array.isArray(grants) ? grants : [];
+    wants.forEach((w, i) => w.resolve(Math.min(w.n, Math.max(0, Number(list[i]) || 0))));
   }
 
   return {
-    take(key, limitPerMinute, n) {
+    take(key, limitPerMinute, n, mode = "up-to") {
       return new Promise<number>((resolve) => {
         const batchKey = `${key}\u0000${limitPerMinute}`;
         const pending = waiting.get(batchKey);
         if (pending) {
-          pending.wants.push({ n, resolve });
+          pending.wants.push({ n, mode, resolve });
           return;
         }
-        waiting.set(batchKey, { limit: limitPerMinute, wants: [{ n, resolve }] });
+        waiting.set(batchKey, { limit: limitPerMinute, wants: [{ n, mode, resolve }] });
         setImmediate(() => {
           const batch = waiting.get(batchKey)!;
           waiting.delete(batchKey);
