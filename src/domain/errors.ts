@@ -24,6 +24,24 @@ export class VaultError extends Error {
   }
 }
 
+/**
+ * Over a budget that refills at a known time: RESOURCE_EXHAUSTED with a stable `reason`, value-free
+ * `info` (names and numbers), and how long until a retry can pass. The transport sends them as
+ * gRPC's richer error model (google.rpc.ErrorInfo and RetryInfo in `grpc-status-details-bin`), so
+ * a client waits the right time instead of parsing the message.
+ */
+export class RetryLater extends VaultError {
+  constructor(
+    message: string,
+    readonly reason: string,
+    readonly retryAfterMs: number,
+    readonly info: Readonly<Record<string, string>>,
+  ) {
+    super("RESOURCE_EXHAUSTED", message);
+    this.name = "RetryLater";
+  }
+}
+
 export const invalid = (message: string) => new VaultError("INVALID_ARGUMENT", message);
 export const denied = (message: string) => new VaultError("PERMISSION_DENIED", message);
 export const notFound = (message: string) => new VaultError("NOT_FOUND", message);

@@ -3,6 +3,7 @@ import { type CallOptions, type ChannelOptions, ChannelCredentials, type ClientR
 import { AccessLogClient, type LogEntry, type QueryRequest, type VerifyResponse } from "../gen/fieldvault/v1/access_log";
 import { type CategoryKeys, KeyAdminClient } from "../gen/fieldvault/v1/key_admin";
 import { type Masked, type TokenFormat, TokenServiceClient } from "../gen/fieldvault/v1/token_service";
+import { type ErrorDetails, errorDetailsOf } from "./error-details";
 import { explainConnectionError, SDK_WORDS } from "./connection-errors";
 import { isWellFormedToken } from "../domain/token-formats";
 import { DEFAULT_RETRY, DETERMINISTIC_CATEGORIES, type RetryPolicy, withRetry } from "./retry";
@@ -65,10 +66,20 @@ export class FieldVaultError extends Error {
     readonly method: string,
     /** What is wrong and what to change, for a failure to connect or to be recognised. */
     readonly explanation?: string,
+    /**
+     * Why, and when to try again, where the vault says so (google.rpc.ErrorInfo / RetryInfo): e.g. a
+     * tokenize over its deterministic budget has reason TOKENIZE_BUDGET_EXCEEDED and retryAfterMs.
+     */
+    readonly errorDetails?: ErrorDetails,
   ) {
     super(`${method}: ${status[code] ?? code}: ${explanation ?? details}`);
     this.name = "FieldVaultError";
     this.codeName = status[code] ?? String(code);
+  }
+
+  /** How long until the same call can pass, when the vault said (a refilling budget). */
+  get retryAfterMs(): number | undefined {
+    return this.errorDetails?.retryAfterMs;
   }
 }
 
@@ -251,11 +262,12 @@ export class FieldVaultClient {
         method.call(client, req, this.metadata(o), { deadline }, (err, res) => (err ? reject(err) : resolve(res)));
       });
     return withRetry(attempt, idempotent, this.retry, deadline).catch((err: ServiceError) => {
-      throw this.failure(err.code ?? status.UNKNOWN, err.details ?? String(err), name);
+      throw this.failure(err.code ?? status.UNKNOWN, err.details ?? String(err), name, err.metadata);
     });
   }
 
-  private failure(code: number, details: string, method: string): FieldVaultError {
-    return new FieldVaultError(code, details, method, explainConnectionError(code, details, { address: this.opts.address, tls: !!this.opts.tls, words: SDK_WORDS }));
+  private failure(code: number, details: string, method: string, trailers?: Metadata): FieldVaultError {
+    const explanation = explainConnectionError(code, details, { address: this.opts.address, tls: !!this.opts.tls, words: SDK_WORDS });
+    return new FieldVaultError(code, details, method, explanation, errorDetailsOf(trailers));
   }
 }

@@ -10,6 +10,8 @@ export type { CallOverrides, FieldInput, FieldVaultOptions, Inspected, Pem, Reve
 export { DEFAULT_RETRY, DETERMINISTIC_CATEGORIES } from "./retry";
 export { TokenFormat } from "../gen/fieldvault/v1/token_service";
 export type { RetryPolicy } from "./retry";
+export { errorDetailsOf } from "./error-details";
+export type { ErrorDetails } from "./error-details";
 
 import { FieldVaultClient, type FieldVaultOptions } from "./client";
 

@@ -1,6 +1,6 @@
-import { VaultError } from "../domain/errors";
+import { RetryLater } from "../domain/errors";
 import type { Policy } from "../domain/policy";
-import type { RateLimiter } from "../storage/ports";
+import { type RateLimiter, untilNextBudgetWindow } from "../storage/ports";
 
 /**
  * Tokenize budgets for deterministic categories. A deterministic token answers "is this value
@@ -9,6 +9,9 @@ import type { RateLimiter } from "../storage/ports";
  * caller × category, a minute; shared through Redis like the detokenize budgets) bounds that
  * rate; every deterministic tokenize is counted for alerting.
  */
+/** google.rpc.ErrorInfo's reason for a tokenize refused by its deterministic budget. */
+export const TOKENIZE_BUDGET_EXCEEDED = "TOKENIZE_BUDGET_EXCEEDED";
+
 export function createTokenizeBudget(deps: {
   policy: () => Policy;
   rateLimiter: Pick<RateLimiter, "take">;
@@ -26,7 +29,13 @@ export function createTokenizeBudget(deps: {
       for (const [category, n] of counts) {
         // All or nothing: a refused call leaves what was left of the minute to the next one.
         const granted = await deps.rateLimiter.take(`tokenize:${caller}:${category}`, limit, n, "all");
-        if (granted < n) throw new VaultError("RESOURCE_EXHAUSTED", `tokenize budget for ${category} exceeded (${limit} a minute)`);
+        if (granted < n) {
+          throw new RetryLater(`tokenize budget for ${category} exceeded (${limit} a minute)`, TOKENIZE_BUDGET_EXCEEDED, untilNextBudgetWindow(), {
+            category,
+            limit_per_minute: String(limit),
+            requested: String(n),
+          });
+        }
       }
       for (const [category, n] of counts) deps.onVolume?.({ identity, category, fields: n });
     },

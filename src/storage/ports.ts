@@ -55,6 +55,10 @@ export interface CvvStore {
  * not at all, and a refused one leaves the rest of the minute's budget to the next call).
  */
 export type TakeMode = "up-to" | "all";
+/** Budgets are fixed windows of a wall-clock minute, the same for every instance. */
+export const BUDGET_WINDOW_MS = 60_000;
+/** How long until the current budget window ends and a budget is whole again. */
+export const untilNextBudgetWindow = (now = Date.now()) => BUDGET_WINDOW_MS - (now % BUDGET_WINDOW_MS);
 export interface RateLimiter {
   take(key: string, limitPerMinute: number, n: number, mode?: TakeMode): Promise<number>;
   close(): Promise<void>;

@@ -1,9 +1,11 @@
 import { rmSync } from "node:fs";
 import { dirname } from "node:path";
-import { status } from "@grpc/grpc-js";
+import { type ServiceError, status } from "@grpc/grpc-js";
 import { fromRoot } from "../../src/config/paths";
 import { defaultRegistry } from "../../src/domain/categories";
 import { Policy } from "../../src/domain/policy";
+import { errorDetailsOf } from "../../src/sdk/error-details";
+import { FieldVaultClient, FieldVaultError } from "../../src/sdk";
 import { codeOf, logApi, tokenApi } from "../helpers/client";
 import { withLuhn } from "../helpers/luhn";
 import { startTestVault, type TestVault } from "../helpers/vault";
@@ -48,11 +50,19 @@ describe("deterministic-token oracle", () => {
     expect(first.tokens).toHaveLength(30);
     const before = await count();
     // A second identity of the same policy caller shares the budget (10 left, 30 asked).
-    const err = await codeOf(
-      prober("spiffe://ego/card-prober").tokenize({ fields: cards(30, 100).map((value) => ({ category: "card_number", value })), ttlSeconds: 0, subjectRef: "" }),
-    );
-    expect(err.code).toBe(status.RESOURCE_EXHAUSTED);
-    expect(err.details).toContain("card_number");
+    const refused = await prober("spiffe://ego/card-prober")
+      .tokenize({ fields: cards(30, 100).map((value) => ({ category: "card_number", value })), ttlSeconds: 0, subjectRef: "" })
+      .then(() => undefined, (e: ServiceError) => e);
+    const asked = Date.now();
+    expect(refused?.code).toBe(status.RESOURCE_EXHAUSTED);
+    expect(refused?.details).toContain("card_number");
+    // Machine-readable, as gRPC's richer error model (what any language's client decodes): why, and
+    // when the budget's window ends — no sooner than the next minute, no later than it.
+    const why = errorDetailsOf(refused?.metadata);
+    expect(why).toMatchObject({ reason: "TOKENIZE_BUDGET_EXCEEDED", domain: "fieldvault.v1", info: { category: "card_number", limit_per_minute: String(BUDGET), requested: "30" } });
+    const untilMinute = 60_000 - (asked % 60_000);
+    expect(why!.retryAfterMs).toBeGreaterThanOrEqual(untilMinute - 1_000);
+    expect(why!.retryAfterMs).toBeLessThanOrEqual(untilMinute + 1_000);
     expect(await count()).toBe(before);
     // The refused call took nothing from the budget: the 10 left are still there, and then none.
     const rest = await prober().tokenize({ fields: cards(10, 200).map((value) => ({ category: "card_number", value })), ttlSeconds: 0, subjectRef: "" });
@@ -70,6 +80,23 @@ describe("deterministic-token oracle", () => {
     expect(rows.map((r) => `${r.caller} ${r.outcome}`).sort()).toEqual(["card-prober rate_limited", "spiffe://ego/card-prober rate_limited"]);
     const metric = await t.vault.metrics.registry.getSingleMetric("fieldvault_deterministic_tokenize_fields_total")!.get();
     expect(metric.values.find((v) => v.labels.caller === "card-prober" && v.labels.category === "card_number")?.value).toBe(40);
+  });
+
+  it("the SDK's error says when to try again (retryAfterMs) and why (TOKENIZE_BUDGET_EXCEEDED)", async () => {
+    // More card numbers than the whole budget: refused whatever is left of this minute.
+    const sdk = new FieldVaultClient({ address: t.vault.address, caller: "card-prober", retry: { attempts: 1 } });
+    try {
+      const err = await sdk.tokenize(cards(BUDGET + 1, 500).map((value) => ({ category: "card_number", value }))).then(() => undefined, (e: unknown) => e);
+      expect(err).toBeInstanceOf(FieldVaultError);
+      const e = err as FieldVaultError;
+      expect(e.codeName).toBe("RESOURCE_EXHAUSTED");
+      expect(e.errorDetails?.reason).toBe("TOKENIZE_BUDGET_EXCEEDED");
+      expect(e.retryAfterMs).toBeGreaterThan(0);
+      expect(e.retryAfterMs).toBeLessThanOrEqual(60_000);
+      expect(e.message).not.toContain("4111");
+    } finally {
+      sdk.close();
+    }
   });
 
   it("logs every token a tokenize handed out, so a token's creator (and every later holder) can be found", async () => {

@@ -5,6 +5,9 @@ import { guessFormat, makePlan, UsageError } from "../../src/cli/import/plan";
 import { status } from "@grpc/grpc-js";
 import type { TokenizeResponse } from "../../src/gen/fieldvault/v1/token_service";
 import type { RowItem } from "../../src/cli/import/items";
+import { RetryLater } from "../../src/domain/errors";
+import { TOKENIZE_BUDGET_EXCEEDED } from "../../src/services/tokenize-budget";
+import { toServiceError } from "../../src/transport/grpc/status";
 import { budgetRefusal, DEFAULT_RETRY, fieldOfError, ImportStopped, type TokenizeCall, tokenizeRows } from "../../src/cli/import/tokenize";
 
 describe("import: JSON Lines member spans", () => {
@@ -91,8 +94,13 @@ describe("import: command-line plan", () => {
 describe("import: the caller's tokenize budget paces an import instead of failing it", () => {
   // The vault's budget window is a wall-clock minute, so these cases (how many windows, which
   // message) use a scripted call; test/e2e/import-cli.test.ts runs one real wait against a vault.
-  const refusal = (limit: number) =>
-    Object.assign(new Error("8 RESOURCE_EXHAUSTED"), { code: status.RESOURCE_EXHAUSTED, details: `tokenize budget for card_number exceeded (${limit} a minute)` });
+  // The vault's own refusal, through the vault's own error mapping (transport/grpc/status.ts), as a
+  // grpc-js client receives it: code, message and trailers.
+  const refusal = (limit: number, retryAfterMs = 12_345) =>
+    Object.assign(new Error("8 RESOURCE_EXHAUSTED"), toServiceError(
+      new RetryLater(`tokenize budget for card_number exceeded (${limit} a minute)`, TOKENIZE_BUDGET_EXCEEDED, retryAfterMs, { category: "card_number", limit_per_minute: String(limit), requested: "1" }),
+      "req-1",
+    ));
   const row = (line: number, n = 1): RowItem => ({
     kind: "row",
     line,
@@ -109,10 +117,23 @@ describe("import: the caller's tokenize budget paces an import instead of failin
     return { call, calls: () => calls };
   };
 
-  it("parses only the budget refusal, not other RESOURCE_EXHAUSTED answers", () => {
-    expect(budgetRefusal(refusal(10_000))).toEqual({ category: "card_number", limit: 10_000 });
+  it("reads the budget refusal from its error details, not from other RESOURCE_EXHAUSTED answers or the message", () => {
+    expect(budgetRefusal(refusal(10_000, 4_321))).toEqual({ category: "card_number", limit: 10_000, retryAfterMs: 4_321 });
     expect(budgetRefusal({ code: status.RESOURCE_EXHAUSTED, details: "detokenize rate limit exceeded" })).toBeUndefined();
-    expect(budgetRefusal({ code: status.UNAVAILABLE, details: "tokenize budget for card_number exceeded (5 a minute)" })).toBeUndefined();
+    // The message alone is not enough (it is for people): no details, no budget refusal.
+    expect(budgetRefusal({ code: status.RESOURCE_EXHAUSTED, details: "tokenize budget for card_number exceeded (5 a minute)" })).toBeUndefined();
+    expect(budgetRefusal({ ...refusal(5), code: status.UNAVAILABLE })).toBeUndefined();
+    // Another reason in the same trailer is not this refusal.
+    const other = toServiceError(new RetryLater("x", "SOMETHING_ELSE", 1, { category: "card_number" }), "r");
+    expect(budgetRefusal(other)).toBeUndefined();
+  });
+
+  it("waits as long as the vault's RetryInfo says, and no less", async () => {
+    const s = scripted(1);
+    const asked: number[] = [];
+    const retry = { ...DEFAULT_RETRY, budgetDelayMs: (ms: number) => (asked.push(ms), 1) };
+    await tokenizeRows(s.call, [row(2)], { ref: "", column: "" }, retry);
+    expect(asked).toEqual([12_345]);
   });
 
   it("waits for the next window as often as needed and says so each time; the back-off attempts are not used up", async () => {

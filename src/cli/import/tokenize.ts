@@ -1,5 +1,6 @@
-import { status } from "@grpc/grpc-js";
+import { type Metadata, status } from "@grpc/grpc-js";
 import { type TokenizeRequest, type TokenizeResponse, TokenFormat } from "../../gen/fieldvault/v1/token_service";
+import { errorDetailsOf } from "../../sdk/error-details";
 import type { RowItem } from "./items";
 
 /** One Tokenize call (the CLI binds it to a gRPC client; the benchmark calls the same one). */
@@ -15,8 +16,8 @@ export interface Retry {
    * budget (default 10). The budget is per minute, so each wait lasts until the next minute.
    */
   budgetWaits?: number;
-  /** How long to wait for the next budget window (default: to the next wall-clock minute, plus up to 1 s). */
-  budgetDelayMs?: () => number;
+  /** How long to wait for the next budget window (default: the vault's RetryInfo, plus up to 1 s). */
+  budgetDelayMs?: (retryAfterMs: number) => number;
   /** Told each time a call waits for the tokenize budget (the CLI says so once on stderr). */
   onBudget?: (e: { category: string; limit: number; delayMs: number }) => void;
 }
@@ -24,18 +25,21 @@ export interface Retry {
 export const DEFAULT_RETRY: Retry = { attempts: 8, baseDelayMs: 200, maxDelayMs: 5000 };
 
 const DEFAULT_BUDGET_WAITS = 10;
-const untilNextMinute = () => 60_000 - (Date.now() % 60_000) + Math.random() * 1000;
+/** After the window the vault named, spread over a second so parallel importers do not all return at once. */
+const afterWindow = (retryAfterMs: number) => retryAfterMs + Math.random() * 1000;
 
 /**
- * The vault's refusal for a caller's deterministic tokenize budget (services/tokenize-budget.ts):
- * "tokenize budget for card_number exceeded (10000 a minute)". Not an outage: the policy paces
- * this caller, and the budget comes back at the next minute.
+ * The vault's refusal for a caller's deterministic tokenize budget (services/tokenize-budget.ts),
+ * read from its google.rpc.ErrorInfo (reason TOKENIZE_BUDGET_EXCEEDED, the category and the limit)
+ * and RetryInfo (when the budget's window ends). Not an outage: the policy paces this caller.
  */
-export function budgetRefusal(err: unknown): { category: string; limit: number } | undefined {
-  const e = err as { code?: number; details?: string };
+export function budgetRefusal(err: unknown): { category: string; limit: number; retryAfterMs: number } | undefined {
+  const e = err as { code?: number; metadata?: Metadata };
   if (e?.code !== status.RESOURCE_EXHAUSTED) return undefined;
-  const m = /^tokenize budget for ([a-z0-9_]+) exceeded \((\d+) a minute\)/.exec(e.details ?? "");
-  return m ? { category: m[1]!, limit: Number(m[2]) } : undefined;
+  const d = errorDetailsOf(e.metadata);
+  if (d?.reason !== "TOKENIZE_BUDGET_EXCEEDED" || !d.info.category) return undefined;
+  const limit = Number(d.info.limit_per_minute);
+  return { category: d.info.category, limit: Number.isFinite(limit) ? limit : Infinity, retryAfterMs: Math.max(0, d.retryAfterMs ?? 60_000) };
 }
 
 /** Codes for which the same call is tried again: the vault or its database was unreachable. */
@@ -164,7 +168,7 @@ async function withBudget<T>(send: () => Promise<T>, fields: readonly { category
     } catch (err) {
       const refusal = budgetRefusal(err);
       if (!refusal) throw err;
-      const { category, limit } = refusal;
+      const { category, limit, retryAfterMs } = refusal;
       const wanted = fields.filter((f) => f.category === category).length;
       const advice = `raise tokenize_deterministic_per_minute for this caller in the vault's policy`;
       if (wanted > limit) {
@@ -173,7 +177,7 @@ async function withBudget<T>(send: () => Promise<T>, fields: readonly { category
       if (n >= waits) {
         throw new ImportStopped(`the caller's tokenize budget for ${category} (${limit} a minute) refused a batch through ${waits} windows; ${advice}`, true);
       }
-      const delayMs = (retry.budgetDelayMs ?? untilNextMinute)();
+      const delayMs = (retry.budgetDelayMs ?? afterWindow)(retryAfterMs);
       retry.onBudget?.({ category, limit, delayMs });
       await sleep(delayMs);
     }

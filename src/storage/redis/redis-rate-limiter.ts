@@ -1,4 +1,4 @@
-import type { RateLimiter, TakeMode } from "../ports";
+import { BUDGET_WINDOW_MS, type RateLimiter, type TakeMode } from "../ports";
 import type { RedisClient } from "./connect";
 
 // One key per caller × category × minute (the script touches only KEYS[1], so it runs on any
@@ -42,7 +42,7 @@ export function createRedisRateLimiter(
   const waiting = new Map<string, { limit: number; wants: Want[] }>();
 
   async function settle(key: string, limitPerMinute: number, wants: Want[]): Promise<void> {
-    const minute = Math.floor(Date.now() / 60_000);
+    const minute = Math.floor(Date.now() / BUDGET_WINDOW_MS);
     let grants: unknown;
     try {
       const args = wants.flatMap((w) => [w.n, w.mode === "all" ? 1 : 0]);

@@ -1,5 +1,8 @@
 import { Metadata, status, type ServiceError } from "@grpc/grpc-js";
-import { type ErrorCode, VaultError } from "../../domain/errors";
+import { type ErrorCode, RetryLater, VaultError } from "../../domain/errors";
+import { Any } from "../../gen/google/protobuf/any";
+import { ErrorInfo, RetryInfo } from "../../gen/google/rpc/error_details";
+import { Status } from "../../gen/google/rpc/status";
 
 /** The one table from domain error codes to gRPC status codes. */
 const CODES: Record<ErrorCode, status> = {
@@ -23,9 +26,27 @@ export function toServiceError(err: unknown, requestId: string): Partial<Service
   const metadata = new Metadata();
   metadata.set("x-request-id", requestId);
   if (err instanceof VaultError && err.code !== "INTERNAL") {
+    if (err instanceof RetryLater) metadata.set(STATUS_DETAILS, statusDetails(CODES[err.code], err));
     return { code: CODES[err.code], details: err.message, metadata };
   }
   return { code: status.INTERNAL, details: `internal error (request ${requestId})`, metadata };
 }
 
 export const statusName = (code: status): string => status[code] ?? "UNKNOWN";
+
+/** The trailer of gRPC's richer error model: a google.rpc.Status with typed details. */
+export const STATUS_DETAILS = "grpc-status-details-bin";
+/** google.rpc.ErrorInfo's domain for fieldvault's reasons. */
+export const ERROR_DOMAIN = "fieldvault.v1";
+
+function statusDetails(code: status, err: RetryLater): Buffer {
+  const ms = Math.max(0, Math.ceil(err.retryAfterMs));
+  const details = [
+    Any.fromPartial({ typeUrl: "type.googleapis.com/google.rpc.ErrorInfo", value: Buffer.from(ErrorInfo.encode({ reason: err.reason, domain: ERROR_DOMAIN, metadata: { ...err.info } }).finish()) }),
+    Any.fromPartial({
+      typeUrl: "type.googleapis.com/google.rpc.RetryInfo",
+      value: Buffer.from(RetryInfo.encode({ retryDelay: { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1_000_000 } }).finish()),
+    }),
+  ];
+  return Buffer.from(Status.encode({ code, message: err.message, details }).finish());
+}
