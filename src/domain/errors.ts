@@ -42,6 +42,9 @@ export class RetryLater extends VaultError {
   }
 }
 
+/** google.rpc.ErrorInfo's reason for a tokenize refused by the caller's deterministic budget. */
+export const TOKENIZE_BUDGET_EXCEEDED = "TOKENIZE_BUDGET_EXCEEDED";
+
 export const invalid = (message: string) => new VaultError("INVALID_ARGUMENT", message);
 export const denied = (message: string) => new VaultError("PERMISSION_DENIED", message);
 export const notFound = (message: string) => new VaultError("NOT_FOUND", message);

@@ -1,4 +1,4 @@
-import { RetryLater } from "../domain/errors";
+import { RetryLater, TOKENIZE_BUDGET_EXCEEDED } from "../domain/errors";
 import type { Policy } from "../domain/policy";
 import { type RateLimiter, untilNextBudgetWindow } from "../storage/ports";
 
@@ -9,9 +9,6 @@ import { type RateLimiter, untilNextBudgetWindow } from "../storage/ports";
  * caller × category, a minute; shared through Redis like the detokenize budgets) bounds that
  * rate; every deterministic tokenize is counted for alerting.
  */
-/** google.rpc.ErrorInfo's reason for a tokenize refused by its deterministic budget. */
-export const TOKENIZE_BUDGET_EXCEEDED = "TOKENIZE_BUDGET_EXCEEDED";
-
 export function createTokenizeBudget(deps: {
   policy: () => Policy;
   rateLimiter: Pick<RateLimiter, "take">;

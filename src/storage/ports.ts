@@ -49,16 +49,17 @@ export interface CvvStore {
   close(): Promise<void>;
 }
 
-/**
- * Per caller × category budgets. Returns how many of `n` requested units are allowed: up to `n`
- * ("up-to", a detokenize reveals what fits), or `n` or nothing ("all", a tokenize is stored whole or
- * not at all, and a refused one leaves the rest of the minute's budget to the next call).
- */
+/** How a take counts: up to `n` ("up-to"), or `n` or nothing ("all"). */
 export type TakeMode = "up-to" | "all";
 /** Budgets are fixed windows of a wall-clock minute, the same for every instance. */
 export const BUDGET_WINDOW_MS = 60_000;
 /** How long until the current budget window ends and a budget is whole again. */
 export const untilNextBudgetWindow = (now = Date.now()) => BUDGET_WINDOW_MS - (now % BUDGET_WINDOW_MS);
+/**
+ * Per caller × category budgets. Returns how many of `n` requested units are allowed: up to `n`
+ * ("up-to", the default: a detokenize reveals what fits), or `n` or nothing ("all": a tokenize is
+ * stored whole or not at all, and a refused one leaves the rest of the minute's budget to the next call).
+ */
 export interface RateLimiter {
   take(key: string, limitPerMinute: number, n: number, mode?: TakeMode): Promise<number>;
   close(): Promise<void>;

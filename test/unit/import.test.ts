@@ -5,8 +5,7 @@ import { guessFormat, makePlan, UsageError } from "../../src/cli/import/plan";
 import { status } from "@grpc/grpc-js";
 import type { TokenizeResponse } from "../../src/gen/fieldvault/v1/token_service";
 import type { RowItem } from "../../src/cli/import/items";
-import { RetryLater } from "../../src/domain/errors";
-import { TOKENIZE_BUDGET_EXCEEDED } from "../../src/services/tokenize-budget";
+import { RetryLater, TOKENIZE_BUDGET_EXCEEDED } from "../../src/domain/errors";
 import { toServiceError } from "../../src/transport/grpc/status";
 import { budgetRefusal, DEFAULT_RETRY, fieldOfError, ImportStopped, type TokenizeCall, tokenizeRows } from "../../src/cli/import/tokenize";
 

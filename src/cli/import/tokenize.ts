@@ -1,5 +1,6 @@
 import { type Metadata, status } from "@grpc/grpc-js";
 import { type TokenizeRequest, type TokenizeResponse, TokenFormat } from "../../gen/fieldvault/v1/token_service";
+import { TOKENIZE_BUDGET_EXCEEDED } from "../../domain/errors";
 import { errorDetailsOf } from "../../sdk/error-details";
 import type { RowItem } from "./items";
 
@@ -37,7 +38,7 @@ export function budgetRefusal(err: unknown): { category: string; limit: number; 
   const e = err as { code?: number; metadata?: Metadata };
   if (e?.code !== status.RESOURCE_EXHAUSTED) return undefined;
   const d = errorDetailsOf(e.metadata);
-  if (d?.reason !== "TOKENIZE_BUDGET_EXCEEDED" || !d.info.category) return undefined;
+  if (d?.reason !== TOKENIZE_BUDGET_EXCEEDED || !d.info.category) return undefined;
   const limit = Number(d.info.limit_per_minute);
   return { category: d.info.category, limit: Number.isFinite(limit) ? limit : Infinity, retryAfterMs: Math.max(0, d.retryAfterMs ?? 60_000) };
 }
