@@ -53,6 +53,7 @@ import { accessLogHandlers } from "./transport/grpc/access-log";
 import type { CallHooks } from "./transport/grpc/call";
 import { Health, within } from "./transport/grpc/health";
 import { boundedService, maxRequestBytes } from "./transport/grpc/bounded-decode";
+import { guardedService } from "./transport/grpc/decode-guard";
 import { addReflection } from "./transport/grpc/reflection";
 import { keyAdminHandlers } from "./transport/grpc/key-admin";
 import { tokenServiceHandlers } from "./transport/grpc/token-service";
@@ -310,7 +311,8 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
       // No channelz service is served, so its per-call bookkeeping (~2% of a call's CPU) buys nothing.
       "grpc.enable_channelz": 0,
     });
-    const bounded = boundedService(TokenServiceService, { tokenize: 1, detokenize: 1, inspectTokens: 1, deleteTokens: 1 }, config.maxBatch + 1);
+    // A request that does not decode is answered INVALID_ARGUMENT by the handler wrapper, not INTERNAL by grpc-js.
+    const bounded = guardedService(boundedService(TokenServiceService, { tokenize: 1, detokenize: 1, inspectTokens: 1, deleteTokens: 1 }, config.maxBatch + 1));
     server.addService(bounded, tokenServiceHandlers({ ...hooks, service: "TokenService" }, tokenization, subjects, breakGlass));
     // Log reads (Query, Verify; SubjectReport) may go to a read replica; writes never do. A read
     // service takes `readRouter.read((db, source) => …)` and reports `source` (served_by_replica, lag).
@@ -350,7 +352,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
         return r;
       },
     };
-    server.addService(AccessLogService, accessLogHandlers({ ...hooks, service: "AccessLog" }, audit, subjects));
+    server.addService(guardedService(AccessLogService), accessLogHandlers({ ...hooks, service: "AccessLog" }, audit, subjects));
     const keyLifecycleService = createKeyLifecycle({
       registry,
       policy: () => policy.get(),
@@ -371,7 +373,7 @@ export async function startVault(config: Config, opts: StartOptions = {}): Promi
           await onProgress(p);
         }, cancelled),
     };
-    server.addService(KeyAdminService, keyAdminHandlers({ ...hooks, service: "KeyAdmin" }, keyLifecycle));
+    server.addService(guardedService(KeyAdminService), keyAdminHandlers({ ...hooks, service: "KeyAdmin" }, keyLifecycle));
     cleanup.push(async () => keyLifecycle.stop());
     if (config.autoRotate) {
       keyLifecycle.startAutoRotation(config.autoRotateCheckMs, (err) => log.warn({ err: (err as Error).message }, "automatic key rotation failed; retrying at the next check"));

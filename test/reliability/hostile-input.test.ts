@@ -49,11 +49,13 @@ function send(client: Client, m: MethodDef, caller: string | undefined, bytes: U
   });
 }
 
-/** A proper answer: a real status before the deadline, never UNKNOWN; INTERNAL only from the protobuf decoder (nothing ran). */
+/**
+ * A proper answer: a real status before the deadline, never UNKNOWN and never INTERNAL (bytes that
+ * are not the method's message are the caller's fault: INVALID_ARGUMENT, see decode-guard.ts).
+ */
 function expectProper(a: Answer, what: string) {
   const name = codeName(a.code);
-  const justified = a.code === status.INTERNAL && a.details === "Error deserializing request";
-  expect({ what, name, ok: !["UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "CANCELLED"].includes(name) && (a.code !== status.INTERNAL || justified) }).toEqual({
+  expect({ what, name, ok: !["UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "CANCELLED", "INTERNAL"].includes(name) }).toEqual({
     what,
     name,
     ok: true,
@@ -159,11 +161,28 @@ describe("hostile input", () => {
         field.tag(2, WireType.LengthDelimited).bytes(inCategory ? new TextEncoder().encode("Valid Name") : Uint8Array.from([0x41, ...bad, 0x42]));
         const req = new BinaryWriter().tag(1, WireType.LengthDelimited).bytes(field.finish()).finish();
         const a = await probe(m, "payment-service", req, "invalid UTF-8");
-        // Refused by the decoder (strict UTF-8), before any handler ran: nothing stored, nothing logged.
-        expect({ code: codeName(a.code), details: a.details }).toEqual({ code: "INTERNAL", details: "Error deserializing request" });
+        // Refused at decoding (strict UTF-8), before the service ran: nothing stored; the message says
+        // what is wrong and carries none of the bytes.
+        expect({ code: codeName(a.code), details: a.details }).toEqual({ code: "INVALID_ARGUMENT", details: "request: not a valid Tokenize request (a string field is not valid UTF-8)" });
       }),
       { numRuns: 25 },
     );
+    await stillServes();
+  });
+
+  it("answers bytes that are not the method's message INVALID_ARGUMENT on every RPC (not grpc-js's INTERNAL), and counts them", async () => {
+    // A length-delimited field 1 that claims 5 bytes and has 1: no decoder can read it.
+    const truncated = Uint8Array.of(0x0a, 0x05, 0x41);
+    const refusedTokenizes = async () =>
+      (await t.vault.metrics.registry.getSingleMetric("fieldvault_rpc_total")!.get()).values.find((v) => v.labels.method === "Tokenize" && v.labels.code === "INVALID_ARGUMENT")?.value ?? 0;
+    const before = await refusedTokenizes();
+    for (const m of METHODS) {
+      const a = await probe(m, "payment-service", truncated, "truncated");
+      const method = m.path.split("/").pop()!;
+      expect({ path: m.path, code: codeName(a.code), details: a.details }).toEqual({ path: m.path, code: "INVALID_ARGUMENT", details: `request: not a valid ${method} request (not a valid protobuf message)` });
+    }
+    // Answered by our handler wrapper, so counted like any refused call (the alerts see them).
+    expect(await refusedTokenizes()).toBe(before + 1);
     await stillServes();
   });
 

@@ -7,6 +7,8 @@ import { context, SpanStatusCode, type Span } from "@opentelemetry/api";
 import { startRpcSpan, type Tracing } from "../../observability/tracing";
 import { type IdentityOptions, identify } from "./identity";
 import { statusName, toServiceError } from "./status";
+import { UndecodableRequest } from "./decode-guard";
+import { invalid } from "../../domain/errors";
 import "./strict-utf8";
 
 /** Hooks the composition root gives every handler: logging, metrics, in-flight tracking. */
@@ -49,6 +51,12 @@ function finish(hooks: CallHooks, method: string, started: number, ctx: CallCont
   else hooks.log.info(line, "call");
 }
 
+/** The request, or INVALID_ARGUMENT when its bytes were not the method's message (decode-guard.ts). */
+function decoded<Req>(method: string, req: Req): Req {
+  if (req instanceof UndecodableRequest) throw invalid(`request: not a valid ${method} request (${req.reason})`);
+  return req;
+}
+
 /** A unary handler: identify → run → respond, with one error mapping and one log line per call. */
 export function unary<Req, Res>(hooks: CallHooks, method: string, run: (ctx: CallContext, req: Req) => Promise<Res>) {
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>): void => {
@@ -57,7 +65,7 @@ export function unary<Req, Res>(hooks: CallHooks, method: string, run: (ctx: Cal
     const work = traced(hooks, method, call.metadata, async (span) => {
       try {
         ctx = identify(call, hooks.identity);
-        const res = await run(ctx, call.request);
+        const res = await run(ctx, decoded(method, call.request));
         endSpan(span, status.OK);
         finish(hooks, method, started, ctx, status.OK, ctx.requestId);
         callback(null, res);
@@ -100,7 +108,7 @@ export function serverStream<Req, Res>(
       try {
         ctx = identify(call, hooks.identity);
         const trailers = new Metadata();
-        await run(ctx, call.request, write, () => cancelled, (key, value) => trailers.set(key, value));
+        await run(ctx, decoded(method, call.request), write, () => cancelled, (key, value) => trailers.set(key, value));
         endSpan(span, status.OK);
         finish(hooks, method, started, ctx, status.OK, ctx.requestId);
         call.end(trailers);
