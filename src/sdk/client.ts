@@ -46,7 +46,15 @@ export interface Tokenized {
 
 export type Revealed =
   | { token: string; category: string; ok: true; value: string }
-  | { token: string; category: string; ok: false; code: string; message: string };
+  | {
+      token: string;
+      category: string;
+      ok: false;
+      code: string;
+      message: string;
+      /** For RESOURCE_EXHAUSTED from the caller's rate budget: ms until the same item can pass. */
+      retryAfterMs?: number;
+    };
 
 export type Inspected =
   | { token: string; ok: true; category: string; masked: Masked; createdAt?: Date; expiresAt?: Date; keyVersion: number }
@@ -138,12 +146,19 @@ export class FieldVaultClient {
   /** Reveals values for a declared purpose. Each item succeeds or fails alone. Never retried. */
   async detokenize(tokens: readonly string[], o: CallOverrides & { purpose: string; justification?: string }): Promise<Revealed[]> {
     const res = (await this.unary("Detokenize", this.tokens, this.tokens.detokenize as never, { tokens: [...tokens], purpose: o.purpose, justification: o.justification ?? "" }, false, o)) as {
-      results: { token: string; category: string; outcome?: { $case: "value"; value: string } | { $case: "error"; value: { code: string; message: string } } }[];
+      results: { token: string; category: string; outcome?: { $case: "value"; value: string } | { $case: "error"; value: { code: string; message: string; retryAfterMs?: number } } }[];
     };
     return res.results.map((r) =>
       r.outcome?.$case === "value"
         ? { token: r.token, category: r.category, ok: true as const, value: r.outcome.value }
-        : { token: r.token, category: r.category, ok: false as const, code: r.outcome?.value.code ?? "UNKNOWN", message: r.outcome?.value.message ?? "no outcome" },
+        : {
+            token: r.token,
+            category: r.category,
+            ok: false as const,
+            code: r.outcome?.value.code ?? "UNKNOWN",
+            message: r.outcome?.value.message ?? "no outcome",
+            ...(r.outcome?.value.retryAfterMs ? { retryAfterMs: r.outcome.value.retryAfterMs } : {}),
+          },
     );
   }
 

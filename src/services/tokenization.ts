@@ -9,7 +9,7 @@ import { DependencyError, denied, IntegrityError, invalid, VaultError } from "..
 import type { Policy } from "../domain/policy";
 import { aliasFits, isOpaqueToken, isWellFormedToken, loggableToken, panShape, type PanShape, PRESERVING_CATEGORIES, type TokenFormat } from "../domain/token-formats";
 import type { Queryable } from "../storage/db";
-import type { CvvRecord, CvvStore, NewToken, RateLimiter, TokenIntegrity, TokenRecord } from "../storage/ports";
+import { type CvvRecord, type CvvStore, type NewToken, type RateLimiter, type TokenIntegrity, type TokenRecord, untilNextBudgetWindow } from "../storage/ports";
 import { deleteTokens } from "../storage/postgres/token-store";
 import type { BreakGlass } from "./break-glass";
 import type { CommitQueue } from "./commit-queue";
@@ -56,7 +56,7 @@ export interface TokenizedField {
 }
 
 export type ItemResult<T> = ({ ok: true } & T) | { ok: false; code: string; message: string };
-export type DetokenizeItem = { token: string; category: string } & ({ ok: true; value: string } | { ok: false; code: string; message: string });
+export type DetokenizeItem = { token: string; category: string } & ({ ok: true; value: string } | { ok: false; code: string; message: string; retryAfterMs?: number });
 export type InspectItem = ItemResult<{ token: string; category: string; masked: MaskedView; createdAt: Date; expiresAt: Date | null; keyVersion: number }> & { token: string };
 
 /** A stored envelope from either store, with what the policy and the log need to know. */
@@ -287,8 +287,10 @@ export function createTokenization(deps: TokenizationDeps) {
       const results: DetokenizeItem[] = new Array(req.tokens.length);
       const outcomes: string[] = new Array(req.tokens.length).fill("allowed");
       const fail = (i: number, category: string, code: string, message: string, outcome = OUTCOMES[code] ?? "error") => {
-        results[i] = { token: req.tokens[i]!, category, ok: false, code, message };
+        const r = { token: req.tokens[i]!, category, ok: false as const, code, message };
+        results[i] = r;
         outcomes[i] = outcome;
+        return r;
       };
       const allowedByCategory = new Map<string, Pending[]>();
       req.tokens.forEach((token, i) => {
@@ -310,7 +312,9 @@ export function createTokenization(deps: TokenizationDeps) {
       for (const [category, items] of allowedByCategory) {
         // Keyed by policy caller, so two identities of one caller share one budget.
         const granted = await deps.rateLimiter.take(`${policy.callerName(ctx.identity) ?? ctx.identity}:${category}`, limit, items.length);
-        for (const { i } of items.slice(granted)) fail(i, category, "RESOURCE_EXHAUSTED", "rate budget exceeded");
+        // When the budget comes back, so a caller can wait instead of guessing.
+        const retryAfterMs = granted < items.length ? untilNextBudgetWindow() : 0;
+        for (const { i } of items.slice(granted)) Object.assign(fail(i, category, "RESOURCE_EXHAUSTED", "rate budget exceeded"), { retryAfterMs });
         for (const { i, f } of items.slice(0, granted)) {
           const token = req.tokens[i]!;
           try {

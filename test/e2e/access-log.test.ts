@@ -182,12 +182,19 @@ describe("AccessLog (postgres + redis, mutual TLS)", () => {
       const phones = await Promise.all(["+44 20 7946 0101", "+44 20 7946 0102", "+44 20 7946 0103"].map((v) => tokenize(book, "phone", v)));
       const missing = `tok_${"Z".repeat(22)}`;
 
-      await pay.detokenize({ tokens: [name.token, missing], purpose: "refund", justification: "RF-77" });
+      const first = await pay.detokenize({ tokens: [name.token, missing], purpose: "refund", justification: "RF-77" });
       await book.detokenize({ tokens: [name.token], purpose: "booking_fulfillment", justification: "why not" });
       while (Date.now() <= expiring.expiresAt!.getTime() + 20) await sleep(50);
       await book.detokenize({ tokens: [expiring.token], purpose: "customer_support", justification: "late" });
       const { results } = await desk.detokenize({ tokens: phones.map((p) => p.token), purpose: "customer_support", justification: "CS-5" });
       expect(results.map((r) => (r.outcome?.$case === "error" ? r.outcome.value.code : "value"))).toEqual(["value", "value", "RESOURCE_EXHAUSTED"]);
+      // The refused item says when the caller's budget for phone comes back (the minute's end); other errors say 0.
+      const retryAfter = (r: (typeof results)[number] | undefined) => (r?.outcome?.$case === "error" ? r.outcome.value.retryAfterMs : -1);
+      const untilMinute = 60_000 - (Date.now() % 60_000);
+      expect(retryAfter(results[2])).toBeGreaterThan(0);
+      const off = Math.abs(retryAfter(results[2]) - untilMinute);
+      expect(Math.min(off, Math.abs(off - 60_000))).toBeLessThan(2_000); // (a minute may have begun in between)
+      expect(retryAfter(first.results[1])).toBe(0);
 
       const pick = async (token: string, caller: string) => {
         const [e] = await ir.query({ token, caller: ID(caller), action: "detokenize" });

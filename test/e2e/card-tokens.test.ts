@@ -196,7 +196,7 @@ describe.each(BACKENDS)("format-preserving card tokens on %s", (backend) => {
     // The rogue DBA points x's preserving token at y's row.
     await t.vault.db.query("UPDATE token_aliases SET token_id = $2 WHERE alias = $1", [x!.token, y!.token]);
     const { results } = await pay().detokenize({ tokens: [x!.token, y!.token], purpose: "refund", justification: "MOVED" });
-    expect(results[0]!.outcome).toEqual({ $case: "error", value: { code: "INTERNAL", message: "value could not be decrypted" } });
+    expect(results[0]!.outcome).toEqual({ $case: "error", value: { code: "INTERNAL", message: "value could not be decrypted", retryAfterMs: 0 } });
     expect(results[1]!.outcome).toEqual({ $case: "value", value: "5200828282828210" });
   });
 

@@ -110,7 +110,7 @@ describe.each(BACKENDS)("KeyAdmin on %s", (backend) => {
       const off = await admin1().setState("card_expiry", 1, KeyState.KEY_STATE_DISABLED);
       expect(off).toEqual({ category: "card_expiry", version: 1, state: KeyState.KEY_STATE_DISABLED });
       const refused = await reveal(pay(), [v1Token!, v2Token!], "refund");
-      expect(refused[0]!.outcome).toEqual({ $case: "error", value: { code: "FAILED_PRECONDITION", message: expect.stringContaining("disabled") } });
+      expect(refused[0]!.outcome).toEqual({ $case: "error", value: { code: "FAILED_PRECONDITION", message: expect.stringContaining("disabled"), retryAfterMs: 0 } });
       expect(refused[1]!.outcome).toEqual({ $case: "value", value: `07/${nextYear}` });
       // Rewrap leaves a disabled version alone.
       const run = await admin1().rewrap({ category: "card_expiry", batchSize: 10 });
@@ -164,7 +164,7 @@ describe.each(BACKENDS)("KeyAdmin on %s", (backend) => {
 
       const after = await reveal(book(), [...tokens, survivor!], "customs_declaration");
       for (const r of after.slice(0, 5)) {
-        expect(r.outcome).toEqual({ $case: "error", value: { code: "FAILED_PRECONDITION", message: expect.stringContaining("destroyed; the value is unrecoverable") } });
+        expect(r.outcome).toEqual({ $case: "error", value: { code: "FAILED_PRECONDITION", message: expect.stringContaining("destroyed; the value is unrecoverable"), retryAfterMs: 0 } });
       }
       expect(after[5]!.outcome).toEqual({ $case: "value", value: "DOC-AFTER-ROTATION" });
 

@@ -1,5 +1,8 @@
 import { FieldVaultClient, RevealError } from "../../src/sdk";
+import { rmSync } from "node:fs";
+import { dirname } from "node:path";
 import { startTestVault, type TestVault } from "../helpers/vault";
+import { policyFile } from "../reliability/helpers/policy-file";
 
 const PAN = "4242 4242 4242 4242";
 const pay = { purpose: "payment_authorization", justification: "order-42" };
@@ -77,6 +80,35 @@ describe("SDK connection errors a person can read", () => {
       await expect(c.listKeys()).rejects.toThrow("ListKeys: UNAVAILABLE: nothing is listening on 127.0.0.1:1 (connection refused): is the vault running (npm start)? Otherwise fix the address option");
     } finally {
       c.close();
+    }
+  });
+});
+
+describe("SDK reveal() over the caller's rate budget", () => {
+  let t: TestVault;
+  let policy: string;
+  beforeAll(async () => {
+    policy = policyFile((d) => (d.callers["payment-service"]!.detokenize_per_minute = 1));
+    t = await startTestVault("postgres", { FIELDVAULT_POLICY_FILE: policy });
+  }, 60_000);
+  afterAll(async () => {
+    await t?.stop();
+    rmSync(dirname(policy), { recursive: true, force: true });
+  });
+
+  it("the refused item says when the budget comes back (retryAfterMs); the allowed one is revealed", async () => {
+    const vault = new FieldVaultClient({ address: t.vault.address, caller: "payment-service" });
+    try {
+      const names = await vault.tokenize([{ category: "cardholder_name", value: "Budget One" }, { category: "cardholder_name", value: "Budget Two" }]);
+      const err = (await vault.reveal(names.map((n) => n.token), pay).then(() => undefined, (e: unknown) => e)) as RevealError;
+      expect(err).toBeInstanceOf(RevealError);
+      expect(err.results[0]).toMatchObject({ ok: true, value: "Budget One" });
+      expect(err.results[1]).toMatchObject({ ok: false, code: "RESOURCE_EXHAUSTED" });
+      const after = (err.results[1] as { retryAfterMs?: number }).retryAfterMs;
+      expect(after).toBeGreaterThan(0);
+      expect(after).toBeLessThanOrEqual(60_000);
+    } finally {
+      vault.close();
     }
   });
 });

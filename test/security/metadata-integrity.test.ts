@@ -58,10 +58,10 @@ describe("token metadata integrity against a database writer", () => {
     const token = await tokenize("card_number", "4242424242424242");
     await sql.query(`UPDATE tokens SET masked = jsonb_set(masked, '{last}', '"0000"') WHERE id = $1`, [token]);
     const r = await reveal(token);
-    expect(r.outcome).toEqual({ $case: "error", value: { code: "INTERNAL", message: "value could not be decrypted" } });
+    expect(r.outcome).toEqual({ $case: "error", value: { code: "INTERNAL", message: "value could not be decrypted", retryAfterMs: 0 } });
     expect(r.category).toBe("");
     const i = await pay().inspect({ tokens: [token] });
-    expect(i.tokens[0]!.error).toEqual({ code: "INTERNAL", message: "token could not be read" });
+    expect(i.tokens[0]!.error).toEqual({ code: "INTERNAL", message: "token could not be read", retryAfterMs: 0 });
     expect(i.tokens[0]!.masked).toBeUndefined();
   });
 

@@ -39,7 +39,7 @@ export function tokenServiceHandlers(
           category: r.category,
           outcome: r.ok
             ? { $case: "value" as const, value: r.value }
-            : { $case: "error" as const, value: { code: r.code, message: r.message } },
+            : { $case: "error" as const, value: { code: r.code, message: r.message, retryAfterMs: Math.ceil(r.retryAfterMs ?? 0) } },
         })),
       };
     }),
@@ -57,7 +57,7 @@ export function tokenServiceHandlers(
                 keyVersion: t.keyVersion,
                 error: undefined,
               }
-            : { token: echoToken(t.token), category: "", masked: undefined, createdAt: undefined, expiresAt: undefined, keyVersion: 0, error: { code: t.code, message: t.message } },
+            : { token: echoToken(t.token), category: "", masked: undefined, createdAt: undefined, expiresAt: undefined, keyVersion: 0, error: { code: t.code, message: t.message, retryAfterMs: 0 } },
         ),
       };
     }),
