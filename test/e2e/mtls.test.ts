@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { TLSSocket } from "node:tls";
 import { ChannelCredentials, status } from "@grpc/grpc-js";
 import { ConfigError, loadConfig } from "../../src/config/config";
 import { clients, type Clients, codeOf, tokenApi } from "../helpers/client";
@@ -85,6 +86,34 @@ describe("mutual TLS identity (postgres + redis)", () => {
       expect(results[0]!.outcome).toMatchObject({ $case: "error", value: { code: "PERMISSION_DENIED" } });
       const [row] = await logRows("token = $1 AND action = 'detokenize'", [tokens[0]!.token]);
       expect(row).toMatchObject({ caller: "spiffe://ego/support-desk", auth: "mtls", outcome: "denied" });
+    });
+
+    it("reads each connection's certificate once, and interleaved calls on two connections keep their own identities", async () => {
+      // Count the server's certificate reads (the vault runs in this process, over real TLS).
+      const real = TLSSocket.prototype.getPeerCertificate;
+      let reads = 0;
+      TLSSocket.prototype.getPeerCertificate = function (this: TLSSocket, ...args: [boolean?]) {
+        if ((this as { server?: unknown }).server) reads++; // server side only, not the client's view of the server
+        return real.apply(this, args as [true]);
+      } as typeof real;
+      try {
+        const pay = tokenApi(over(clientCredentials("payment-service")), undefined);
+        const book = tokenApi(over(clientCredentials("booking-service")), undefined);
+        const outs = await Promise.all(
+          Array.from({ length: 40 }, (_, i) =>
+            (i % 2 ? book : pay).tokenize({ fields: [{ category: "cardholder_name", value: `Interleaved ${i}` }], ttlSeconds: 0, subjectRef: "" }),
+          ),
+        );
+        const toks = outs.map((o) => o.tokens[0]!.token);
+        const rows = await logRows("action = 'tokenize' AND token = ANY($1::text[])", [toks]);
+        expect(rows).toHaveLength(40);
+        const byToken = new Map(rows.map((r) => [r.token, r.caller] as const));
+        toks.forEach((tk, i) => expect(byToken.get(tk)).toBe(i % 2 ? "spiffe://ego/booking-service" : "spiffe://ego/payment-service"));
+        // Two connections, 40 calls: one read each (were the cache gone, 40).
+        expect(reads).toBe(2);
+      } finally {
+        TLSSocket.prototype.getPeerCertificate = real;
+      }
     });
 
     it("refuses a certificate from the right CA whose identity is not in the policy, and logs it", async () => {
