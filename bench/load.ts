@@ -7,10 +7,11 @@
  */
 import { randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { ChannelCredentials, Metadata, type ServiceError } from "@grpc/grpc-js";
+import { Metadata, type ServiceError } from "@grpc/grpc-js";
 import pg from "pg";
 import { TokenServiceClient } from "../src/gen/fieldvault/v1/token_service";
 import { benchName, CALLER, CATEGORY, percentile, PURPOSE } from "./lib/common";
+import { benchClientCredentials } from "./lib/tls";
 
 export interface LoadJob {
   kind: "grpc" | "pg" | "pgcrypto";
@@ -107,7 +108,7 @@ function grpcOp(job: LoadJob): { op: Op; close: () => void; callsByTarget?: numb
     };
     return { op, close: () => ops.forEach((o) => o.close()), callsByTarget };
   }
-  const client = new TokenServiceClient(job.address ?? job.addresses![0]!, ChannelCredentials.createInsecure());
+  const client = new TokenServiceClient(job.address ?? job.addresses![0]!, benchClientCredentials());
   const md = () => {
     const m = new Metadata();
     m.set("x-fieldvault-caller", CALLER);

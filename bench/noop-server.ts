@@ -2,8 +2,9 @@
  * (a) The floor for single calls: a TokenService on the same proto whose handlers answer at once,
  * with a response of the same shape (one item per field or token) and no work behind it.
  */
-import { Server, ServerCredentials } from "@grpc/grpc-js";
+import { Server } from "@grpc/grpc-js";
 import { type TokenServiceServer, TokenServiceService } from "../src/gen/fieldvault/v1/token_service";
+import { benchServerCredentials } from "./lib/tls";
 
 const TOKEN = "tok_000000000000000000000A";
 const masked = { display: "B. H.", brand: "", last: "", expired: false };
@@ -25,7 +26,7 @@ const handlers: TokenServiceServer = {
 // Channelz off as in the vault (src/app.ts), so the floor compares like with like.
 const server = new Server({ "grpc.max_receive_message_length": 16 * 1024 * 1024, "grpc.enable_channelz": 0 });
 server.addService(TokenServiceService, handlers);
-server.bindAsync("127.0.0.1:0", ServerCredentials.createInsecure(), (err, port) => {
+server.bindAsync("127.0.0.1:0", benchServerCredentials(), (err, port) => {
   if (err) throw err;
   process.send?.({ ready: true, address: `127.0.0.1:${port}` });
 });

@@ -14,6 +14,7 @@ import { dirname, join } from "node:path";
 import { execFileSync } from "node:child_process";
 import { createBenchDatabase, dropRedisPrefix, peakRssMb, processCpuMs } from "./lib/common";
 import { runLoad, startServer } from "./lib/children";
+import { benchTls, VAULT_TLS_ENV } from "./lib/tls";
 import { benchPolicy, vaultEnv } from "./lib/vault-env";
 import { seedTokens } from "./seed";
 
@@ -28,6 +29,8 @@ async function main(): Promise<void> {
   const seconds = Number(arg("seconds", "5"));
   // --no-profile: only the CPU per call (no profiler overhead), e.g. to compare two commits back to back.
   const profile = !process.argv.includes("--no-profile");
+  // --tls: the vault and this row's clients over mutual TLS (bench/lib/tls.ts), as in production.
+  if (process.argv.includes("--tls")) process.env.FIELDVAULT_BENCH_TLS = "1";
   // --node-arg X (repeatable): extra flags for the vault's node process (e.g. V8 heap sizes).
   const nodeArgs = process.argv.flatMap((a, i) => (a === "--node-arg" ? [process.argv[i + 1]!] : []));
   // --env K=V (repeatable): extra environment for the vault (e.g. MALLOC_ARENA_MAX=2).
@@ -39,7 +42,7 @@ async function main(): Promise<void> {
   const db = await createBenchDatabase();
   const prefix = `fvprof:${process.pid}:`;
   try {
-    const vault = await startServer("vault-server.ts", vaultEnv(db, prefix, benchPolicy(tmp), extraEnv), [...nodeArgs, ...(profile ? ["--cpu-prof", `--cpu-prof-dir=${profDir}`] : [])]);
+    const vault = await startServer("vault-server.ts", vaultEnv(db, prefix, benchPolicy(tmp), { ...(benchTls() ? VAULT_TLS_ENV : {}), ...extraEnv }), [...nodeArgs, ...(profile ? ["--cpu-prof", `--cpu-prof-dir=${profDir}`] : [])]);
     const tokensFile = join(tmp, "tokens.json");
     writeFileSync(tokensFile, JSON.stringify(method === "detokenize" ? await seedTokens(vault.address, 5_000) : []));
     const job = { kind: "grpc" as const, method, address: vault.address, tokensFile, fields, concurrency };

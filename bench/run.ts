@@ -2,6 +2,7 @@
  * `npm run bench [-- --quick | --rounds N | --duration S | --profile | --keep]`
  * `npm run bench -- --scale [--scale-max 1000000]`  (see scale.ts)
  * `npm run bench -- --tracing`  the same rows with OpenTelemetry on (spans exported to a local OTLP sink)
+ * `npm run bench -- --tls`  the same rows over mutual TLS, vault and no-op floor alike (production's transport)
  * `npm run bench -- --instances N [--quick]`  (N vault processes behind a round-robin; see instances.ts)
  *
  * One run measures, against the machine's real PostgreSQL and Redis, with the load generator,
@@ -25,6 +26,7 @@ import { type Child, runLoad, startServer } from "./lib/children";
 import { cpuTimes, createBenchDatabase, dropRedisPrefix, median, peakRssMb, REDIS_URL } from "./lib/common";
 import { between, type Buckets, type Distribution, scrapeBuckets } from "./lib/flush-stats";
 import { cpuBetween, cpuProbe, type Group, type Snapshot } from "./lib/proc-cpu";
+import { VAULT_TLS_ENV } from "./lib/tls";
 import { benchPolicy, vaultEnv } from "./lib/vault-env";
 import { seedTokens } from "./seed";
 
@@ -39,6 +41,8 @@ interface Options {
   keep: boolean;
   /** Run the vault with OpenTelemetry tracing on, exporting over OTLP/HTTP to a local sink. */
   tracing: boolean;
+  /** Every gRPC hop over mutual TLS (bench/lib/tls.ts), the vault's and the floor's alike. */
+  tls: boolean;
 }
 
 function options(argv: string[]): Options {
@@ -56,6 +60,7 @@ function options(argv: string[]): Options {
     profile: flag("profile"),
     keep: flag("keep"),
     tracing: flag("tracing"),
+    tls: flag("tls"),
   };
 }
 
@@ -242,7 +247,11 @@ async function main(): Promise<void> {
       extraEnv = { FIELDVAULT_TRACING: "on", OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${(sink.address() as AddressInfo).port}` };
       process.on("exit", () => log(`tracing: the OTLP sink received ${(spansBytes / 1e6).toFixed(1)} MB of spans`));
     }
-    noop = await startServer("noop-server.ts", { PATH: process.env.PATH, NODE_ENV: "production" });
+    if (opts.tls) {
+      process.env.FIELDVAULT_BENCH_TLS = "1"; // read by this process's seeding and by the forked load generators
+      extraEnv = { ...extraEnv, ...VAULT_TLS_ENV };
+    }
+    noop = await startServer("noop-server.ts", { PATH: process.env.PATH, NODE_ENV: "production", ...(opts.tls ? { FIELDVAULT_BENCH_TLS: "1" } : {}) });
     probe = await cpuProbe({ dbUrl: db.url, dbName: db.name, redisUrl: REDIS_URL, pids: () => ({ vault: vault ? [vault.proc.pid!] : [], noop: noop?.proc.pid }) });
     for (let round = 0; round < opts.rounds; round++) {
       const nodeArgs = opts.profile ? ["--cpu-prof", `--cpu-prof-dir=${profileDir}`] : [];
@@ -364,7 +373,7 @@ async function main(): Promise<void> {
     };
 
     const text = [
-      `fieldvault bench — ${opts.quick ? "quick" : "full"} run${opts.tracing ? " with tracing ON (OTLP/HTTP to a local sink)" : ""}, ${opts.rounds} round(s) of ${opts.durationMs / 1000} s per row, median shown`,
+      `fieldvault bench — ${opts.quick ? "quick" : "full"} run${opts.tracing ? " with tracing ON (OTLP/HTTP to a local sink)" : ""}${opts.tls ? " over mutual TLS (vault and no-op floor)" : ""}, ${opts.rounds} round(s) of ${opts.durationMs / 1000} s per row, median shown`,
       `machine: ${machine.cpus} × ${machine.model}, ${machine.memoryGb} GB, Node ${machine.node}; machine busy ${(machine.busyShare * 100).toFixed(0)}% during the run`,
       "",
       table(summary, floors, ratioByRow),
@@ -394,9 +403,9 @@ async function main(): Promise<void> {
       rounds: rounds.map((r) => ({ rows: Object.fromEntries(r.rows), ratios: r.ratios })),
       table: text,
     };
-    const out = join(RESULTS, `bench-${json.mode}${opts.tracing ? "-tracing" : ""}-${stamp}.json`);
+    const out = join(RESULTS, `bench-${json.mode}${opts.tracing ? "-tracing" : ""}${opts.tls ? "-tls" : ""}-${stamp}.json`);
     writeFileSync(out, JSON.stringify(json, null, 2));
-    writeFileSync(join(RESULTS, `latest-${json.mode}${opts.tracing ? "-tracing" : ""}.json`), JSON.stringify(json, null, 2));
+    writeFileSync(join(RESULTS, `latest-${json.mode}${opts.tracing ? "-tracing" : ""}${opts.tls ? "-tls" : ""}.json`), JSON.stringify(json, null, 2));
     log(`results: ${out}`);
   } finally {
     await vault?.stop();

@@ -4,9 +4,10 @@
  * Usable on its own: `tsx bench/seed.ts <address> <tokens> <logEntries> [tokensOut.json]`.
  */
 import { writeFileSync } from "node:fs";
-import { ChannelCredentials, Metadata } from "@grpc/grpc-js";
+import { Metadata } from "@grpc/grpc-js";
 import { TokenServiceClient } from "../src/gen/fieldvault/v1/token_service";
 import { benchName, CALLER, CATEGORY, PURPOSE } from "./lib/common";
+import { benchClientCredentials } from "./lib/tls";
 
 const BATCH = 1000;
 const IN_FLIGHT = 4;
@@ -28,7 +29,7 @@ async function pool(jobs: number, inFlight: number, job: (i: number) => Promise<
 
 /** Tokenizes `count` cardholder names; returns their tokens. `from` keeps values distinct across calls. */
 export async function seedTokens(address: string, count: number, from = 0, onProgress?: (done: number) => void): Promise<string[]> {
-  const client = new TokenServiceClient(address, ChannelCredentials.createInsecure(), { "grpc.max_receive_message_length": 64 * 1024 * 1024 });
+  const client = new TokenServiceClient(address, benchClientCredentials(), { "grpc.max_receive_message_length": 64 * 1024 * 1024 });
   const out: string[] = new Array(count);
   let done = 0;
   try {
@@ -56,7 +57,7 @@ export async function seedTokens(address: string, count: number, from = 0, onPro
  * log's caller so a per-caller query has realistic selectivity.
  */
 export async function seedLog(address: string, tokens: readonly string[], count: number, callers: readonly string[] = [CALLER], onProgress?: (done: number) => void): Promise<void> {
-  const client = new TokenServiceClient(address, ChannelCredentials.createInsecure(), { "grpc.max_receive_message_length": 64 * 1024 * 1024 });
+  const client = new TokenServiceClient(address, benchClientCredentials(), { "grpc.max_receive_message_length": 64 * 1024 * 1024 });
   let done = 0;
   try {
     await pool(Math.ceil(count / BATCH), IN_FLIGHT, (b) => {
