@@ -4,11 +4,11 @@
  * generator, seeding) read the same switch, FIELDVAULT_BENCH_TLS=1, so the floor stays like for like.
  */
 import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import { ChannelCredentials, ServerCredentials } from "@grpc/grpc-js";
+import { fromRoot } from "../../src/config/paths";
 
-const KEYS = join(__dirname, "..", "..", "keys-dev");
-const file = (f: string) => join(KEYS, f);
+// From the package root: the no-op server runs bundled from bench/results/.build/.
+const file = (f: string) => fromRoot("keys-dev", f);
 
 export const benchTls = (): boolean => process.env.FIELDVAULT_BENCH_TLS === "1";
 
