@@ -109,6 +109,12 @@ describe("mutual TLS identity (postgres + redis)", () => {
         expect(rows).toHaveLength(40);
         const byToken = new Map(rows.map((r) => [r.token, r.caller] as const));
         toks.forEach((tk, i) => expect(byToken.get(tk)).toBe(i % 2 ? "spiffe://ego/booking-service" : "spiffe://ego/payment-service"));
+        // And its own peer address: one per connection, two connections, two ports.
+        const peers = (caller: string) => new Set(rows.filter((r) => r.caller === caller).map((r) => r.peer));
+        const [payPeers, bookPeers] = [peers("spiffe://ego/payment-service"), peers("spiffe://ego/booking-service")];
+        expect([payPeers.size, bookPeers.size]).toEqual([1, 1]);
+        expect([...payPeers][0]).toMatch(/127\.0\.0\.1:\d+/);
+        expect([...payPeers][0]).not.toBe([...bookPeers][0]);
         // Two connections, 40 calls: one read each (were the cache gone, 40).
         expect(reads).toBe(2);
       } finally {

@@ -42,28 +42,33 @@ function sessionOf(call: ServerSurfaceCall): object | undefined {
 }
 
 /**
- * The certificate identity of each connection, read once. `getPeerCertificate()` builds the whole
- * certificate as an object on every call (42 µs on this machine, more than a no-op gRPC call), and a
- * connection's peer certificate cannot change: Node's HTTP/2 disables TLS renegotiation on its
- * sockets (RFC 7540 §9.2.1), and TLS 1.3 has none. Keyed weakly, so a closed connection's entry goes with it.
+ * What a connection says about its caller, read once: the certificate identity and the peer
+ * address. `getPeerCertificate()` builds the whole certificate as an object on every call (42 µs on
+ * this machine, more than a no-op gRPC call), and neither can change for a connection: Node's
+ * HTTP/2 disables TLS renegotiation on its sockets (RFC 7540 §9.2.1), and TLS 1.3 has none. Keyed
+ * weakly by the session, so a closed connection's entry goes with it.
  */
-const certificateIdentities = new WeakMap<object, string | null>();
+interface Connection {
+  identity: string | undefined;
+  peer: string;
+}
+const connections = new WeakMap<object, Connection>();
 
-function certificateIdentity(call: ServerSurfaceCall): string | undefined {
+function connectionOf(call: ServerSurfaceCall): Connection {
   const session = sessionOf(call);
-  if (session && certificateIdentities.has(session)) return certificateIdentities.get(session) ?? undefined;
+  const known = session && connections.get(session);
+  if (known) return known;
   const auth = call.getAuthContext?.();
-  const identity = identityFromCertificate(auth?.sslPeerCertificate as PeerCertificate | undefined);
-  if (session) certificateIdentities.set(session, identity ?? null);
-  return identity;
+  const c = { identity: identityFromCertificate(auth?.sslPeerCertificate as PeerCertificate | undefined), peer: call.getPeer() };
+  if (session) connections.set(session, c);
+  return c;
 }
 
 /** Builds the call context: from the verified client certificate, or (development only) the header. */
 export function identify(call: ServerSurfaceCall, opts: IdentityOptions): CallContext {
-  const peer = call.getPeer();
+  const { identity: fromCert, peer } = connectionOf(call);
   const incoming = call.metadata.get("x-request-id")[0];
   const requestId = typeof incoming === "string" && /^[A-Za-z0-9_-]{1,64}$/.test(incoming) ? incoming : newRequestId();
-  const fromCert = certificateIdentity(call);
   if (fromCert) return { identity: fromCert, auth: "mtls", peer, requestId };
   if (opts.allowSelfAsserted) {
     const claimed = call.metadata.get(CALLER_HEADER)[0];
