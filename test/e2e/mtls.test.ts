@@ -2,7 +2,9 @@ import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { TLSSocket } from "node:tls";
+import { readFileSync } from "node:fs";
+import { connect as connectTls, createServer as createTlsServer, TLSSocket } from "node:tls";
+import { fromRoot } from "../../src/config/paths";
 import { ChannelCredentials, status } from "@grpc/grpc-js";
 import { ConfigError, loadConfig } from "../../src/config/config";
 import { clients, type Clients, codeOf, tokenApi } from "../helpers/client";
@@ -121,6 +123,38 @@ describe("mutual TLS identity (postgres + redis)", () => {
         TLSSocket.prototype.getPeerCertificate = real;
       }
     });
+
+    it("refuses TLS renegotiation, so a connection's certificate (read once per connection) cannot change", async () => {
+      // TLS 1.3 has no renegotiation; force 1.2 and try it, as a client holding one certificate that
+      // wants to present another on the same connection would.
+      const key = (f: string) => readFileSync(path.join(fromRoot("keys-dev"), f));
+      const tryRenegotiate = async (port: number, http2Preface: boolean) => {
+        const sock = connectTls({ host: "127.0.0.1", port, maxVersion: "TLSv1.2", ALPNProtocols: ["h2"], ca: key("ca.pem"), cert: key("booking-service.pem"), key: key("booking-service.key"), servername: "localhost" });
+        sock.on("error", () => undefined);
+        await new Promise((r) => sock.once("secureConnect", r));
+        expect(sock.getProtocol()).toBe("TLSv1.2");
+        // The HTTP/2 preface and an empty SETTINGS frame: the server's HTTP/2 session owns the socket.
+        if (http2Preface) sock.write(Buffer.concat([Buffer.from("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0])]));
+        await new Promise((r) => setTimeout(r, 200));
+        // Done when the renegotiation completes or fails, or the server closes the connection; at most 5 s.
+        const renegotiated = await new Promise<boolean>((r) => {
+          const timer = setTimeout(() => r(false), 5_000);
+          sock.once("close", () => (clearTimeout(timer), r(false)));
+          sock.renegotiate({ rejectUnauthorized: true }, (err) => (clearTimeout(timer), r(!err)));
+        });
+        sock.destroy();
+        return renegotiated;
+      };
+      // Control: a TLS server that allows renegotiation lets this probe renegotiate.
+      const lax = createTlsServer({ key: key("server.key"), cert: key("server.pem"), ca: key("ca.pem"), requestCert: true, rejectUnauthorized: true }, (s) => s.on("error", () => undefined));
+      await new Promise<void>((r) => lax.listen(0, "127.0.0.1", r));
+      try {
+        expect(await tryRenegotiate((lax.address() as { port: number }).port, false)).toBe(true);
+      } finally {
+        lax.close();
+      }
+      expect(await tryRenegotiate(Number(t.vault.address.split(":")[1]), true)).toBe(false);
+    }, 30_000);
 
     it("refuses a certificate from the right CA whose identity is not in the policy, and logs it", async () => {
       const stranger = issueClientCertificate("stranger-service");

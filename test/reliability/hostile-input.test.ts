@@ -176,6 +176,9 @@ describe("hostile input", () => {
     const refusedTokenizes = async () =>
       (await t.vault.metrics.registry.getSingleMetric("fieldvault_rpc_total")!.get()).values.find((v) => v.labels.method === "Tokenize" && v.labels.code === "INVALID_ARGUMENT")?.value ?? 0;
     const before = await refusedTokenizes();
+    const refusedTokenizeLines = () =>
+      t.logs.map((l) => JSON.parse(l) as { msg?: string; method?: string; status?: string }).filter((l) => l.msg === "call" && l.method === "Tokenize" && l.status === "INVALID_ARGUMENT").length;
+    const linesBefore = refusedTokenizeLines();
     for (const m of METHODS) {
       const a = await probe(m, "payment-service", truncated, "truncated");
       const method = m.path.split("/").pop()!;
@@ -183,6 +186,8 @@ describe("hostile input", () => {
     }
     // Answered by our handler wrapper, so counted like any refused call (the alerts see them).
     expect(await refusedTokenizes()).toBe(before + 1);
+    // ...and has its call line, like any refused call.
+    expect(refusedTokenizeLines()).toBe(linesBefore + 1);
     await stillServes();
   });
 
